@@ -1,0 +1,63 @@
+# The two commands a newcomer needs: `make demo` and `make test`.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+UV_VERSION := 0.13.9
+TOOLS := .tools
+UV := $(TOOLS)/bin/uv
+VENV := .venv
+PY := $(VENV)/bin/python
+KAFKA := $(PYTHON) deploy/local/kafka_local.py
+# uv uses the machine's interpreter; it never downloads one.
+export UV_PYTHON_DOWNLOADS := never
+export UV_PROJECT_ENVIRONMENT := $(VENV)
+
+.PHONY: help
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+$(UV):
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+
+$(VENV)/.synced: $(UV) uv.lock pyproject.toml
+	$(UV) sync --frozen --python $(PYTHON)
+	touch $@
+
+.PHONY: venv
+venv: $(VENV)/.synced ## create .venv from the lock file
+
+.PHONY: lock
+lock: $(UV) ## re-resolve uv.lock after changing pyproject.toml
+	$(UV) lock --python $(PYTHON)
+
+.PHONY: lint
+lint: venv ## ruff (lint and format check)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+.PHONY: typecheck
+typecheck: venv ## mypy --strict on worker/
+	$(VENV)/bin/mypy
+
+.PHONY: test
+test: lint typecheck ## install from the lock, lint, type-check and run the whole test suite
+	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+.PHONY: demo
+demo: venv ## run the worker end to end on a local broker and Cognito emulator
+	$(PY) -m worker demo
+
+.PHONY: kafka-up
+kafka-up: ## start a local Kafka broker in the background; prints its bootstrap address last
+	@$(KAFKA) up
+
+.PHONY: kafka-down
+kafka-down: ## stop the local Kafka broker
+	@$(KAFKA) down
+
+.PHONY: clean
+clean: kafka-down ## remove the virtualenvs, caches and local broker state
+	rm -rf $(VENV) $(TOOLS) .kafka .demo .mypy_cache .ruff_cache .pytest_cache .hypothesis dist

@@ -1,0 +1,108 @@
+"""The one place that builds and wires everything: lifecycle, signals, exit code.
+
+Start order: logging, metrics, Cognito client, producer, consumer; shutdown in reverse, each
+cleanup logged rather than raised. SIGTERM/SIGINT set the stop event; the consumer loop drains.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from collections.abc import Awaitable, Callable, Collection
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from worker import __version__
+from worker.cognito import CognitoSigner
+from worker.connection import client_options
+from worker.consumer import ConsumerLoop, consumer_options
+from worker.deadletter import KafkaDeadLetters
+from worker.handler import Handler
+from worker.metrics import Metrics
+from worker.ratelimit import RateLimiter
+from worker.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunOptions:
+    until_idle_seconds: float | None = None
+
+
+class Worker:
+    """Everything one replica runs; `run()` returns once stopped and drained."""
+
+    def __init__(self, settings: Settings, metrics: Metrics | None = None) -> None:
+        self.settings = settings
+        self.metrics = metrics or Metrics()
+        self.stop = asyncio.Event()
+        self.loop: ConsumerLoop | None = None
+
+    async def run(self, options: RunOptions | None = None) -> None:
+        options = options or RunOptions()
+        started = time.monotonic()
+        log.info("starting", extra={"version": __version__, "topic": self.settings.kafka.topic})
+        async with AsyncExitStack() as stack:
+            stack.push_async_callback(self._log_stopped, started)
+            loop = await self._build(stack, options)
+            self.loop = loop
+            await loop.run(self.stop, options.until_idle_seconds)
+
+    async def _build(self, stack: AsyncExitStack, options: RunOptions) -> ConsumerLoop:
+        settings = self.settings
+        limiter = RateLimiter(settings.rate.per_second, burst=settings.rate.burst)
+        self.metrics.rate_limit.set(limiter.rate)
+        signer = await stack.enter_async_context(
+            CognitoSigner(settings.cognito, self.metrics, settings.max_in_flight)
+        )
+        producer = AIOKafkaProducer(
+            **client_options(settings.kafka), acks="all", enable_idempotence=True, linger_ms=5
+        )
+        await producer.start()
+        stack.push_async_callback(_quietly, "producer", producer.stop)
+        sink = KafkaDeadLetters(producer, settings.kafka, redact=settings.dlq.redact_tokens)
+        handler = Handler(settings, signer, sink, limiter, self.metrics)
+        consumer = AIOKafkaConsumer(**client_options(settings.kafka), **consumer_options(settings))
+        loop = ConsumerLoop(settings, consumer, handler, self.metrics, self._share(limiter))
+        loop.subscribe()
+        await consumer.start()
+        stack.push_async_callback(_quietly, "consumer", consumer.stop)
+        return loop
+
+    def _share(self, limiter: RateLimiter) -> Callable[[Collection[TopicPartition]], None]:
+        def on_assignment(assignment: Collection[TopicPartition]) -> None:
+            self.metrics.rate_limit.set(limiter.rate)
+
+        return on_assignment
+
+    async def _log_stopped(self, started: float) -> None:
+        log.info("stopped", extra={"uptime_seconds": round(time.monotonic() - started, 3)})
+
+    def install_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._on_signal, sig)
+
+    def _on_signal(self, sig: signal.Signals) -> None:
+        log.info("signal received; draining", extra={"signal": sig.name})
+        self.stop.set()
+
+
+async def _quietly(name: str, close: Callable[[], Awaitable[None]]) -> None:
+    """A failing cleanup is logged, not raised: the rest still gets closed."""
+    try:
+        await close()
+    except Exception as exc:
+        log.warning("cleanup failed", extra={"component": name, "error": type(exc).__name__})
+
+
+async def run_worker(settings: Settings, options: RunOptions | None = None) -> int:
+    worker = Worker(settings)
+    worker.install_signal_handlers()
+    await worker.run(options)
+    return 0

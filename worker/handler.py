@@ -1,0 +1,237 @@
+"""One record to one terminal outcome: decode, dedup, pre-flight, rate-limited retry loop, DLQ.
+
+The handler knows nothing of Kafka or botocore: it sees a `Signer`, a `DeadLetterSink` and a
+`Limiter` (Protocols below), so unit tests pass in-memory fakes. It returns only when the outcome
+is final; a dead letter counts as final only once the broker acknowledged it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from worker.dedup import RecentlySeen
+from worker.errors import (
+    LOCAL_CODE,
+    Outcome,
+    PermanentError,
+    Reason,
+    RetryableError,
+    SignOutError,
+    ThrottledError,
+)
+from worker.events import (
+    AdminTarget,
+    SignOutRequest,
+    Target,
+    TokenTarget,
+    decode,
+    preflight,
+    request_time,
+)
+from worker.metrics import Metrics
+from worker.outage import OutageDetector
+from worker.records import Record, Result
+from worker.settings import Settings
+
+log = logging.getLogger(__name__)
+
+_TOKEN_REFUSED = frozenset(
+    {Reason.NOT_AUTHORIZED, Reason.TOKEN_REVOKED, Reason.TOKEN_EXPIRED, Reason.TOKEN_INVALID}
+)
+
+
+class Signer(Protocol):
+    async def sign_out(self, target: Target) -> None: ...
+
+
+class DeadLetterSink(Protocol):
+    async def dead_letter(self, record: Record, result: Result) -> None:
+        """Publish and wait for the broker's acknowledgement; raise on failure."""
+
+    async def report(self, record: Record, result: Result) -> None:
+        """Publish to the optional results topic (best effort: may be a no-op)."""
+
+
+class Limiter(Protocol):
+    async def acquire(self) -> float: ...
+    def on_throttled(self) -> None: ...
+    def on_success(self) -> None: ...
+
+
+Sleep = Callable[[float], Awaitable[None]]
+
+
+@dataclass(slots=True)
+class _Attempts:
+    made: int = 0  # calls made for this record
+    counted: int = 0  # failures that count toward retries_exhausted
+
+
+class Handler:
+    def __init__(
+        self,
+        settings: Settings,
+        signer: Signer,
+        sink: DeadLetterSink,
+        limiter: Limiter,
+        metrics: Metrics,
+        *,
+        wall_clock: Callable[[], float] = time.time,
+        sleep: Sleep = asyncio.sleep,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._settings = settings
+        self._signer = signer
+        self._sink = sink
+        self._limiter = limiter
+        self._metrics = metrics
+        self._now = wall_clock
+        self._sleep = sleep
+        self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
+        self._seen = RecentlySeen(settings.dedup.window_seconds, settings.dedup.max_entries)
+        self.outage = OutageDetector(time.monotonic)
+
+    async def handle(self, record: Record) -> Result:
+        """Bring one record to its terminal outcome (DLQ acknowledged when dead-lettered)."""
+        result = await self._decide(record)
+        if result.outcome is Outcome.DEAD_LETTERED:
+            await self._dead_letter_until_acked(record, result)
+        await self._report(record, result)
+        self._metrics.events.labels(outcome=result.outcome, reason=result.reason).inc()
+        return result
+
+    async def _decide(self, record: Record) -> Result:
+        try:
+            request = decode(record.value)
+        except PermanentError as exc:
+            return Result(Outcome.DEAD_LETTERED, exc.reason, error=exc)
+        if not self._seen.reserve(request.event_id, self._now()):
+            return Result(Outcome.DUPLICATE, Reason.DUPLICATE_EVENT, request=request)
+        try:
+            result = await self._sign_out(request, record)
+        except BaseException:
+            self._seen.release(request.event_id)
+            raise
+        if result.outcome is not Outcome.SIGNED_OUT:
+            self._seen.release(request.event_id)
+        return result
+
+    async def _sign_out(self, request: SignOutRequest, record: Record) -> Result:
+        decided_at = request_time(request, record.timestamp_ms)
+        targets = _targets(request)
+        if any(self._seen.covered(t.key, decided_at, self._now()) for t in targets):
+            return Result(Outcome.DUPLICATE, Reason.DUPLICATE_EVENT, request=request)
+        attempts = _Attempts()
+        token = next((t for t in targets if isinstance(t, TokenTarget)), None)
+        admin = next((t for t in targets if isinstance(t, AdminTarget)), None)
+        if token is None:
+            return await self._admin(request, admin, attempts, Reason.ADMIN_SIGN_OUT)
+        try:
+            preflight(token.token.get_secret_value(), self._now())
+            await self._call(token, attempts)
+        except PermanentError as exc:
+            if admin is None or exc.reason not in _TOKEN_REFUSED:
+                return _dead(exc, attempts, request, token)
+            return await self._admin(request, admin, attempts, Reason.ADMIN_FALLBACK)
+        self._seen.signed_out(token.key, self._now())
+        return Result(
+            Outcome.SIGNED_OUT, Reason.GLOBAL_SIGN_OUT, attempts.made, None, request, token
+        )
+
+    async def _admin(
+        self, request: SignOutRequest, admin: AdminTarget | None, attempts: _Attempts, ok: Reason
+    ) -> Result:
+        assert admin is not None  # noqa: S101 - SignOutRequest guarantees a target
+        if not self._settings.cognito.admin_enabled:
+            error = PermanentError(Reason.ADMIN_DISABLED, LOCAL_CODE, "admin sign-out is disabled")
+            return _dead(error, attempts, request, admin)
+        try:
+            await self._call(admin, attempts)
+        except PermanentError as exc:
+            return _dead(exc, attempts, request, admin)
+        self._seen.signed_out(admin.key, self._now())
+        return Result(Outcome.SIGNED_OUT, ok, attempts.made, None, request, admin)
+
+    async def _call(self, target: Target, attempts: _Attempts) -> None:
+        """The retry loop: every attempt takes a limiter token; permanent errors propagate."""
+        last: SignOutError | None = None
+        while attempts.counted < self._settings.retry.max_attempts:
+            self._metrics.limiter_wait.observe(await self._limiter.acquire())
+            attempts.made += 1
+            try:
+                await self._signer.sign_out(target)
+            except RetryableError as exc:
+                last = exc
+                await self._after_retryable(exc, attempts)
+                continue
+            self._limiter.on_success()
+            self.outage.success()
+            return
+        code = last.code if last else LOCAL_CODE
+        message = f"gave up after {attempts.made} attempts; last error {code}"
+        raise PermanentError(Reason.RETRIES_EXHAUSTED, code, message)
+
+    async def _after_retryable(self, exc: RetryableError, attempts: _Attempts) -> None:
+        self._metrics.retries.labels(code=exc.code).inc()
+        if isinstance(exc, ThrottledError):
+            self._limiter.on_throttled()  # busy, not broken: the limiter paces the retry
+            return
+        self.outage.failure()
+        if not self.outage.in_outage:
+            attempts.counted += 1
+        await self._sleep(self._backoff(attempts.made))
+
+    def _backoff(self, attempt: int) -> float:
+        """Exponential backoff with full jitter."""
+        retry = self._settings.retry
+        ceiling = min(retry.max_delay_seconds, retry.base_delay_seconds * 2 ** (attempt - 1))
+        return self._rng.uniform(0, ceiling)
+
+    async def _dead_letter_until_acked(self, record: Record, result: Result) -> None:
+        """Nothing is lost: until the DLQ write is acknowledged, the offset cannot move."""
+        failures = 0
+        while True:
+            try:
+                await self._sink.dead_letter(record, result)
+            except Exception as exc:  # any broker failure: keep trying, never drop the record
+                failures += 1
+                log.warning(
+                    "dead-letter write failed; retrying",
+                    extra={
+                        "error": type(exc).__name__,
+                        "partition": record.partition,
+                        "offset": record.offset,
+                        "failures": failures,
+                    },
+                )
+                await self._sleep(min(30.0, 0.5 * 2 ** min(failures, 6)))
+                continue
+            self._metrics.dlq_records.labels(reason=result.reason).inc()
+            return
+
+    async def _report(self, record: Record, result: Result) -> None:
+        try:
+            await self._sink.report(record, result)
+        except Exception as exc:  # the results topic is informational; the outcome stands
+            log.warning("results write failed", extra={"error": type(exc).__name__})
+
+
+def _targets(request: SignOutRequest) -> list[Target]:
+    targets: list[Target] = []
+    if request.access_token is not None:
+        targets.append(TokenTarget(request.access_token))
+    if request.user_pool_id is not None and request.username is not None:
+        targets.append(AdminTarget(request.user_pool_id, request.username))
+    return targets
+
+
+def _dead(
+    error: PermanentError, attempts: _Attempts, request: SignOutRequest, target: Target
+) -> Result:
+    return Result(Outcome.DEAD_LETTERED, error.reason, attempts.made, error, request, target)

@@ -1,0 +1,70 @@
+"""Logging: JSON lines (or a console format for humans), with a last line of defence for secrets.
+
+Call sites pass structured fields through `extra=`; every field and message is run through
+`events.scrub` so that nothing JWT-shaped can reach the output even by mistake.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from datetime import UTC, datetime
+from typing import Any
+
+from worker.events import scrub
+
+_STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
+
+
+def _fields(record: logging.LogRecord) -> dict[str, Any]:
+    return {
+        k: v for k, v in record.__dict__.items() if k not in _STANDARD and not k.startswith("_")
+    }
+
+
+def _safe(value: Any) -> Any:
+    if isinstance(value, str):
+        return scrub(value)
+    if isinstance(value, bool | int | float) or value is None:
+        return value
+    if isinstance(value, list | tuple):
+        return [_safe(v) for v in value]
+    return scrub(str(value))
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, Any] = {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": scrub(record.getMessage()),
+        }
+        line.update({k: _safe(v) for k, v in _fields(record).items()})
+        if record.exc_info and record.exc_info[0] is not None:
+            line["exc_type"] = record.exc_info[0].__name__
+            line["exc"] = scrub(self.formatException(record.exc_info))
+        return json.dumps(line, ensure_ascii=False)
+
+
+class ConsoleFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        when = datetime.fromtimestamp(record.created).strftime("%H:%M:%S")
+        fields = " ".join(f"{k}={_safe(v)}" for k, v in _fields(record).items())
+        text = f"{when} {record.levelname:<7} {scrub(record.getMessage())} {fields}".rstrip()
+        if record.exc_info and record.exc_info[0] is not None:
+            text += "\n" + scrub(self.formatException(record.exc_info))
+        return text
+
+
+def configure(level: str, fmt: str, stream: Any = None) -> None:
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(JsonFormatter() if fmt == "json" else ConsoleFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    logging.getLogger("aiokafka").setLevel(level if level == "DEBUG" else "WARNING")
+    # botocore's DEBUG output dumps request bodies, i.e. bearer tokens: never below WARNING.
+    for sdk in ("botocore", "aiobotocore", "urllib3"):
+        logging.getLogger(sdk).setLevel("WARNING")

@@ -1,0 +1,146 @@
+"""The local stack for `demo` and the tests: a real Kafka broker and a Cognito emulator.
+
+The broker comes from `deploy/local/kafka_local.py` (Maven Central jars, KRaft, loopback), or from
+`KAFKA_BOOTSTRAP_SERVERS` when set. The emulator is moto in server mode, in its own process. A pool
+is seeded with confirmed users and real access tokens through the same aiobotocore client as the
+worker. Everything started here is stopped by `close()`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from aiobotocore.session import get_session
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+LAUNCHER = REPO_ROOT / "deploy" / "local" / "kafka_local.py"
+REGION = "us-east-1"  # moto looks up unsigned GlobalSignOut calls in us-east-1
+PASSWORD = "Demo-Passw0rd!"  # noqa: S105 - throwaway users in a local emulator
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _launcher() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("kafka_local", LAUNCHER)
+    if spec is None or spec.loader is None or not LAUNCHER.exists():
+        raise RuntimeError(f"the broker launcher is missing: {LAUNCHER}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("kafka_local", module)
+    spec.loader.exec_module(module)
+    return module
+
+
+def start_broker(state_dir: Path) -> Any:
+    """A `kafka_local.Broker` (external when KAFKA_BOOTSTRAP_SERVERS is set).
+
+    Call it from the main thread: the broker is tied to the starting thread's life, so a killed
+    test run or demo never leaves a JVM behind.
+    """
+    return _launcher().start(state_dir, die_with_parent=True)
+
+
+class MotoServer:
+    """moto's Cognito emulator in server mode, in its own process on a free port."""
+
+    def __init__(self, log_path: Path | None = None) -> None:
+        self.port = free_port()
+        self.endpoint_url = f"http://127.0.0.1:{self.port}"
+        command = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)]
+        with open(log_path or os.devnull, "ab") as out:
+            self._proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+                command, stdout=out, stderr=out, start_new_session=True
+            )
+        self._wait_ready()
+
+    def _wait_ready(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                raise RuntimeError(f"moto_server exited with {self._proc.returncode}")
+            try:
+                with urllib.request.urlopen(self.endpoint_url + "/moto-api/", timeout=1):  # noqa: S310
+                    return
+            except OSError:
+                time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"moto_server not ready within {timeout:.0f}s")
+
+    def stop(self) -> None:
+        if self._proc.poll() is None:
+            self._proc.terminate()
+            try:
+                self._proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+
+
+@dataclass
+class User:
+    username: str
+    access_token: str = field(repr=False)
+
+
+@dataclass
+class Pool:
+    endpoint_url: str
+    pool_id: str
+    client_id: str
+    users: list[User]
+
+
+def client_kwargs(endpoint_url: str) -> dict[str, Any]:
+    return {
+        "region_name": REGION,
+        "endpoint_url": endpoint_url,
+        "aws_access_key_id": os.environ.get("AWS_ACCESS_KEY_ID", "testing"),
+        "aws_secret_access_key": os.environ.get("AWS_SECRET_ACCESS_KEY", "testing"),
+    }
+
+
+async def seed_pool(endpoint_url: str, users: int, prefix: str = "user") -> Pool:
+    """Create a pool and `users` confirmed users, each with a real access token."""
+    async with get_session().create_client("cognito-idp", **client_kwargs(endpoint_url)) as idp:
+        pool_id = (await idp.create_user_pool(PoolName=f"{prefix}-pool"))["UserPool"]["Id"]
+        client = await idp.create_user_pool_client(
+            UserPoolId=pool_id,
+            ClientName=f"{prefix}-client",
+            ExplicitAuthFlows=["ALLOW_ADMIN_USER_PASSWORD_AUTH", "ALLOW_REFRESH_TOKEN_AUTH"],
+        )
+        client_id = client["UserPoolClient"]["ClientId"]
+        names = [f"{prefix}-{i:04d}" for i in range(users)]
+        created = await asyncio.gather(*(_user(idp, pool_id, client_id, n) for n in names))
+        return Pool(endpoint_url, pool_id, client_id, list(created))
+
+
+async def _user(idp: Any, pool_id: str, client_id: str, username: str) -> User:
+    await idp.admin_create_user(UserPoolId=pool_id, Username=username, MessageAction="SUPPRESS")
+    await idp.admin_set_user_password(
+        UserPoolId=pool_id, Username=username, Password=PASSWORD, Permanent=True
+    )
+    return await login(idp, pool_id, client_id, username)
+
+
+async def login(idp: Any, pool_id: str, client_id: str, username: str) -> User:
+    auth = await idp.admin_initiate_auth(
+        UserPoolId=pool_id,
+        ClientId=client_id,
+        AuthFlow="ADMIN_USER_PASSWORD_AUTH",
+        AuthParameters={"USERNAME": username, "PASSWORD": PASSWORD},
+    )
+    return User(username, auth["AuthenticationResult"]["AccessToken"])
