@@ -18,11 +18,12 @@ P = TypeVar("P", bound=Hashable)
 class PartitionOffsets:
     """Started and finished offsets of one partition."""
 
-    __slots__ = ("_committed", "_done", "_next", "_started")
+    __slots__ = ("_committed", "_next", "_started", "_unfinished")
 
     def __init__(self) -> None:
         self._started: deque[int] = deque()  # unfinished prefix first, increasing
-        self._done: set[int] = set()
+        # Membership, not a range check: a done() for a gap offset must not count as finished.
+        self._unfinished: set[int] = set()
         self._next: int | None = None  # one past the highest offset started
         self._committed: int | None = None
 
@@ -30,24 +31,22 @@ class PartitionOffsets:
         if self._next is not None and offset < self._next:
             raise ValueError(f"offset {offset} started out of order (next is {self._next})")
         self._started.append(offset)
+        self._unfinished.add(offset)
         self._next = offset + 1
 
     def done(self, offset: int) -> None:
-        if offset not in self._done and self._is_pending(offset):
-            self._done.add(offset)
+        if offset in self._unfinished:
+            self._unfinished.discard(offset)
             self._advance()
 
-    def _is_pending(self, offset: int) -> bool:
-        return bool(self._started) and self._started[0] <= offset < (self._next or 0)
-
     def _advance(self) -> None:
-        while self._started and self._started[0] in self._done:
-            self._done.discard(self._started.popleft())
+        while self._started and self._started[0] not in self._unfinished:
+            self._started.popleft()
 
     @property
     def pending(self) -> int:
         """Offsets started but not finished."""
-        return len(self._started) - len(self._done)
+        return len(self._unfinished)
 
     def safe_offset(self) -> int | None:
         """The offset a commit may name now (next to read), or None before anything started."""
