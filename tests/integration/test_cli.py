@@ -1,0 +1,81 @@
+"""The command line as users run it (`signout-worker`, `python -m worker`) in its own process."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from worker.events import json_schema
+
+SCHEMA_FILE = Path(__file__).resolve().parents[2] / "schema" / "signout-request.v1.json"
+
+
+def cli(
+    *args: str, env: dict[str, str] | None = None, stdin: str = ""
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "worker", *args],
+        env={**os.environ, **(env or {})},
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_schema_command_prints_the_schema_kept_in_the_repo() -> None:
+    printed = cli("schema")
+    assert printed.returncode == 0
+    assert json.loads(printed.stdout) == json.loads(SCHEMA_FILE.read_text()) == json_schema()
+
+
+def test_the_kept_schema_requires_event_id_and_names_both_targets() -> None:
+    schema = json.loads(SCHEMA_FILE.read_text())
+    assert schema["required"] == ["event_id"]
+    assert {"access_token", "user_pool_id", "username", "requested_at"} <= schema[
+        "properties"
+    ].keys()
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("SIGNOUT_RATE__PER_SECOND", "0"),
+        ("SIGNOUT_MAX_IN_FLIGHT", "many"),
+        ("SIGNOUT_KAFKA__SECURITY_PROTOCOL", "SMOKE_SIGNALS"),
+        ("SIGNOUT_LOG__FORMAT", "xml"),
+        ("SIGNOUT_COGNITO__ADMIN_ENABLED", "perhaps"),
+    ],
+)
+def test_a_bad_setting_stops_start_up_with_one_line_naming_it(variable: str, value: str) -> None:
+    ran = cli("run", env={variable: value})
+    assert ran.returncode == 2
+    lines = ran.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert variable in lines[0]
+
+
+def test_publish_rejects_an_invalid_request_without_sending() -> None:
+    ran = cli(
+        "publish",
+        "--stdin",
+        stdin='{"event_id": "x"}\n',
+        env={"SIGNOUT_KAFKA__BOOTSTRAP_SERVERS": "127.0.0.1:9"},
+    )
+    assert ran.returncode != 0
+    assert "line 1: not a valid request" in ran.stderr
+
+
+def test_version_is_printed_by_both_entry_points() -> None:
+    assert cli("--version").stdout.strip()
+    script = Path(sys.executable).with_name("signout-worker")
+    ran = subprocess.run(
+        [str(script), "--version"], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert ran.stdout.strip() == cli("--version").stdout.strip()
