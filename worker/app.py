@@ -22,6 +22,8 @@ from worker.connection import client_options
 from worker.consumer import ConsumerLoop, consumer_options
 from worker.deadletter import KafkaDeadLetters
 from worker.handler import Handler
+from worker.health import Health
+from worker.http import build_app, start_server
 from worker.metrics import Metrics
 from worker.ratelimit import RateLimiter
 from worker.settings import Settings
@@ -41,7 +43,12 @@ class Worker:
         self.settings = settings
         self.metrics = metrics or Metrics()
         self.stop = asyncio.Event()
-        self.loop: ConsumerLoop | None = None
+        self.health = Health(
+            time.monotonic,
+            settings.http.poll_stall_seconds,
+            settings.http.progress_stall_seconds,
+        )
+        self.http_port: int | None = None
 
     async def run(self, options: RunOptions | None = None) -> None:
         options = options or RunOptions()
@@ -49,9 +56,10 @@ class Worker:
         log.info("starting", extra={"version": __version__, "topic": self.settings.kafka.topic})
         async with AsyncExitStack() as stack:
             stack.push_async_callback(self._log_stopped, started)
+            await self._serve_http(stack)
             loop = await self._build(stack, options)
-            self.loop = loop
             await loop.run(self.stop, options.until_idle_seconds)
+            self.health.stopping()
 
     async def _build(self, stack: AsyncExitStack, options: RunOptions) -> ConsumerLoop:
         settings = self.settings
@@ -67,8 +75,11 @@ class Worker:
         stack.push_async_callback(_quietly, "producer", producer.stop)
         sink = KafkaDeadLetters(producer, settings.kafka, redact=settings.dlq.redact_tokens)
         handler = Handler(settings, signer, sink, limiter, self.metrics)
+        handler.on_attempt = self.health.progressed
         consumer = AIOKafkaConsumer(**client_options(settings.kafka), **consumer_options(settings))
-        loop = ConsumerLoop(settings, consumer, handler, self.metrics, self._share(limiter))
+        loop = ConsumerLoop(
+            settings, consumer, handler, self.metrics, self.health, self._share(limiter)
+        )
         loop.subscribe()
         await consumer.start()
         stack.push_async_callback(_quietly, "consumer", consumer.stop)
@@ -80,6 +91,12 @@ class Worker:
 
         return on_assignment
 
+    async def _serve_http(self, stack: AsyncExitStack) -> None:
+        app = build_app(self.metrics.registry, self.health)
+        runner, self.http_port = await start_server(self.settings.http, app)
+        stack.push_async_callback(_quietly, "http", runner.cleanup)
+        log.info("serving /metrics /healthz /readyz", extra={"port": self.http_port})
+
     async def _log_stopped(self, started: float) -> None:
         log.info("stopped", extra={"uptime_seconds": round(time.monotonic() - started, 3)})
 
@@ -90,6 +107,7 @@ class Worker:
 
     def _on_signal(self, sig: signal.Signals) -> None:
         log.info("signal received; draining", extra={"signal": sig.name})
+        self.health.stopping()
         self.stop.set()
 
 

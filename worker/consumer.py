@@ -19,6 +19,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 from aiokafka.structs import OffsetAndMetadata
 
+from worker.health import Health
 from worker.metrics import Metrics
 from worker.offsets import OffsetTracker
 from worker.records import Record, Result
@@ -69,22 +70,22 @@ class ConsumerLoop(ConsumerRebalanceListener):  # type: ignore[misc]
         consumer: AIOKafkaConsumer,
         handler: RecordHandler,
         metrics: Metrics,
+        health: Health,
         on_assignment: AssignmentCallback | None = None,
     ) -> None:
         self._settings = settings
         self._consumer = consumer
         self._handler = handler
         self._metrics = metrics
+        self._health = health
         self._on_assignment = on_assignment
+        self._lag = 0
         self._tracker: OffsetTracker[TopicPartition] = OffsetTracker()
         self._tasks: dict[asyncio.Task[Result], tuple[TopicPartition, int]] = {}
         self._slot_freed = asyncio.Event()
         self._commit_lock = asyncio.Lock()
         self._paused_by_us: set[TopicPartition] = set()
         self.joined = asyncio.Event()
-        self.last_poll = time.monotonic()
-        self.last_progress = time.monotonic()
-        self.completed = 0
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -107,7 +108,7 @@ class ConsumerLoop(ConsumerRebalanceListener):  # type: ignore[misc]
     async def _poll_once(self) -> None:
         free = self._settings.max_in_flight - len(self._tasks)
         self._apply_backpressure(free)
-        self.last_poll = time.monotonic()
+        self._health.polled(backlog=bool(self._tasks) or self._lag > 0)
         if free <= 0:
             await self._consumer.getmany(timeout_ms=0)  # keeps the poll interval fresh
             self._slot_freed.clear()
@@ -157,8 +158,7 @@ class ConsumerLoop(ConsumerRebalanceListener):  # type: ignore[misc]
             )
             return
         self._tracker.done(tp, offset)
-        self.completed += 1
-        self.last_progress = time.monotonic()
+        self._health.progressed()
 
     # -- commits ---------------------------------------------------------------------------
 
@@ -220,6 +220,7 @@ class ConsumerLoop(ConsumerRebalanceListener):  # type: ignore[misc]
         if self._on_assignment is not None:
             self._on_assignment(assignment)
         self.joined.set()
+        self._health.joined(True)
         log.info(
             "partitions assigned", extra={"partitions": sorted(p.partition for p in assignment)}
         )

@@ -94,6 +94,7 @@ def _settings(bootstrap: str, endpoint_url: str) -> Settings:
             },
             "cognito": {"endpoint_url": endpoint_url, "region": "us-east-1"},
             "log": {"level": "INFO", "format": "json"},
+            "http": {"host": "127.0.0.1", "port": 0},
         }
     )
 

@@ -96,14 +96,19 @@ class Handler:
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
         self._seen = RecentlySeen(settings.dedup.window_seconds, settings.dedup.max_entries)
         self.outage = OutageDetector(time.monotonic)
+        self.on_attempt: Callable[[], None] = lambda: None  # liveness: Cognito is being tried
 
     async def handle(self, record: Record) -> Result:
         """Bring one record to its terminal outcome (DLQ acknowledged when dead-lettered)."""
+        started = time.monotonic()
         result = await self._decide(record)
         if result.outcome is Outcome.DEAD_LETTERED:
             await self._dead_letter_until_acked(record, result)
         await self._report(record, result)
         self._metrics.events.labels(outcome=result.outcome, reason=result.reason).inc()
+        if record.timestamp_ms >= 0:
+            self._metrics.event_latency.observe(max(0.0, self._now() - record.timestamp_ms / 1000))
+        _log_outcome(record, result, time.monotonic() - started)
         return result
 
     async def _decide(self, record: Record) -> Result:
@@ -167,9 +172,11 @@ class Handler:
             try:
                 await self._signer.sign_out(target)
             except RetryableError as exc:
+                self.on_attempt()
                 last = exc
                 await self._after_retryable(exc, attempts)
                 continue
+            self.on_attempt()
             self._limiter.on_success()
             self.outage.success()
             return
@@ -220,6 +227,36 @@ class Handler:
             await self._sink.report(record, result)
         except Exception as exc:  # the results topic is informational; the outcome stands
             log.warning("results write failed", extra={"error": type(exc).__name__})
+
+
+def _log_outcome(record: Record, result: Result, seconds: float) -> None:
+    """One line per terminal outcome; the target appears only as a fingerprint or a username."""
+    fields: dict[str, object] = {
+        "event_id": result.request.event_id if result.request else None,
+        "partition": record.partition,
+        "offset": record.offset,
+        "outcome": str(result.outcome),
+        "reason": str(result.reason),
+        "attempts": result.attempts,
+        "latency_seconds": round(seconds, 4),
+        "trace_id": trace_id(record.header("traceparent")),
+    }
+    if isinstance(result.target, TokenTarget):
+        fields["target"] = result.target.fingerprint
+    elif isinstance(result.target, AdminTarget):
+        fields["target"] = result.target.key
+    if result.error is not None:
+        fields["error_code"] = result.error.code
+    level = logging.WARNING if result.outcome is Outcome.DEAD_LETTERED else logging.INFO
+    log.log(level, "outcome", extra=fields)
+
+
+def trace_id(traceparent: str | None) -> str | None:
+    """The trace id of a W3C `traceparent` header (version-traceid-parentid-flags)."""
+    parts = (traceparent or "").split("-")
+    if len(parts) == 4 and len(parts[1]) == 32:
+        return parts[1]
+    return None
 
 
 def _targets(request: SignOutRequest) -> list[Target]:

@@ -63,6 +63,9 @@ class DlqSettings(BaseModel):
 class HttpSettings(BaseModel):
     host: str = "0.0.0.0"  # noqa: S104 - the metrics/probe port must be reachable in a pod
     port: int = Field(8080, ge=0, le=65535)
+    # /healthz fails when the loop has not polled, or has had a backlog without progress, this long.
+    poll_stall_seconds: float = Field(60.0, gt=0)
+    progress_stall_seconds: float = Field(120.0, gt=0)
 
 
 class LogSettings(BaseModel):

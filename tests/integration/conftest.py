@@ -52,6 +52,7 @@ def settings_for(bootstrap: str, endpoint_url: str, names: Names, **overrides: A
         "rate": {"per_second": 500},
         "retry": {"base_delay_seconds": 0.05, "max_delay_seconds": 0.5},
         "commit_interval_seconds": 0.5,
+        "http": {"host": "127.0.0.1", "port": 0},
     }
     for key, value in overrides.items():
         if isinstance(value, dict):
