@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from tests.stub.cognito_stub import StubProcess
 from worker.sandbox import MotoServer, Pool, seed_pool, start_broker
 
 # moto needs some credentials for the IAM-authorised admin calls; never real ones.
@@ -78,3 +79,10 @@ async def make_topic(kafka_bootstrap: str) -> AsyncIterator[TopicFactory]:
 @pytest.fixture
 def repo_root() -> Path:
     return Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+async def cognito_stub() -> AsyncIterator[StubProcess]:
+    """The purpose-built Cognito stub (latency, quota, faults, a record of every call)."""
+    async with StubProcess({"seed": 7}) as stub:
+        yield stub

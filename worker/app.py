@@ -10,11 +10,11 @@ import asyncio
 import logging
 import signal
 import time
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from worker import __version__
 from worker.cognito import CognitoSigner
@@ -25,7 +25,7 @@ from worker.handler import Handler
 from worker.health import Health
 from worker.http import build_app, start_server
 from worker.metrics import Metrics
-from worker.ratelimit import RateLimiter
+from worker.ratelimit import RateLimiter, partition_share
 from worker.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -63,8 +63,11 @@ class Worker:
 
     async def _build(self, stack: AsyncExitStack, options: RunOptions) -> ConsumerLoop:
         settings = self.settings
-        limiter = RateLimiter(settings.rate.per_second, burst=settings.rate.burst)
-        self.metrics.rate_limit.set(limiter.rate)
+        limiter = RateLimiter(
+            settings.rate.per_second,
+            burst=settings.rate.burst,
+            on_change=self.metrics.rate_limit.set,
+        )
         signer = await stack.enter_async_context(
             CognitoSigner(settings.cognito, self.metrics, settings.max_in_flight)
         )
@@ -85,9 +88,11 @@ class Worker:
         stack.push_async_callback(_quietly, "consumer", consumer.stop)
         return loop
 
-    def _share(self, limiter: RateLimiter) -> Callable[[Collection[TopicPartition]], None]:
-        def on_assignment(assignment: Collection[TopicPartition]) -> None:
-            self.metrics.rate_limit.set(limiter.rate)
+    def _share(self, limiter: RateLimiter) -> Callable[[int, int], None]:
+        def on_assignment(assigned: int, total: int) -> None:
+            share = partition_share(self.settings.rate.per_second, assigned, total)
+            limiter.set_ceiling(share)
+            log.info("rate share", extra={"per_second": round(share, 3), "partitions": assigned})
 
         return on_assignment
 

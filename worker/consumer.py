@@ -34,7 +34,8 @@ class RecordHandler(Protocol):
     async def handle(self, record: Record) -> Result: ...
 
 
-AssignmentCallback = Callable[[Collection[TopicPartition]], None]
+# Called with (partitions assigned here, partitions of the topic) after every rebalance.
+AssignmentCallback = Callable[[int, int], None]
 
 
 def consumer_options(settings: Settings) -> dict[str, Any]:
@@ -217,8 +218,9 @@ class ConsumerLoop(ConsumerRebalanceListener):  # type: ignore[misc]
     async def on_partitions_assigned(self, assigned: Collection[TopicPartition]) -> None:
         assignment = self._consumer.assignment()
         self._metrics.assigned_partitions.set(len(assignment))
+        topic_partitions = self._consumer.partitions_for_topic(self._settings.kafka.topic)
         if self._on_assignment is not None:
-            self._on_assignment(assignment)
+            self._on_assignment(len(assignment), len(topic_partitions or assignment))
         self.joined.set()
         self._health.joined(True)
         log.info(

@@ -71,6 +71,7 @@ Sleep = Callable[[float], Awaitable[None]]
 class _Attempts:
     made: int = 0  # calls made for this record
     counted: int = 0  # failures that count toward retries_exhausted
+    mark: int = 0  # the outage detector's mark when the previous attempt began
 
 
 class Handler:
@@ -95,7 +96,7 @@ class Handler:
         self._sleep = sleep
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
         self._seen = RecentlySeen(settings.dedup.window_seconds, settings.dedup.max_entries)
-        self.outage = OutageDetector(time.monotonic)
+        self.outage = OutageDetector()
         self.on_attempt: Callable[[], None] = lambda: None  # liveness: Cognito is being tried
 
     async def handle(self, record: Record) -> Result:
@@ -166,15 +167,17 @@ class Handler:
     async def _call(self, target: Target, attempts: _Attempts) -> None:
         """The retry loop: every attempt takes a limiter token; permanent errors propagate."""
         last: SignOutError | None = None
+        attempts.mark = self.outage.mark()
         while attempts.counted < self._settings.retry.max_attempts:
             self._metrics.limiter_wait.observe(await self._limiter.acquire())
             attempts.made += 1
+            mark, attempts.mark = attempts.mark, self.outage.mark()
             try:
                 await self._signer.sign_out(target)
             except RetryableError as exc:
                 self.on_attempt()
                 last = exc
-                await self._after_retryable(exc, attempts)
+                await self._after_retryable(exc, attempts, mark)
                 continue
             self.on_attempt()
             self._limiter.on_success()
@@ -184,14 +187,14 @@ class Handler:
         message = f"gave up after {attempts.made} attempts; last error {code}"
         raise PermanentError(Reason.RETRIES_EXHAUSTED, code, message)
 
-    async def _after_retryable(self, exc: RetryableError, attempts: _Attempts) -> None:
+    async def _after_retryable(self, exc: RetryableError, attempts: _Attempts, mark: int) -> None:
         self._metrics.retries.labels(code=exc.code).inc()
         if isinstance(exc, ThrottledError):
             self._limiter.on_throttled()  # busy, not broken: the limiter paces the retry
             return
         self.outage.failure()
-        if not self.outage.in_outage:
-            attempts.counted += 1
+        if self.outage.others_succeeded_since(mark):
+            attempts.counted += 1  # Cognito answered others meanwhile: this request's problem
         await self._sleep(self._backoff(attempts.made))
 
     def _backoff(self, attempt: int) -> float:

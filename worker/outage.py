@@ -1,34 +1,35 @@
-"""Whether Cognito as a whole is failing, judged from every call this replica makes.
+"""Whether a failing request is the request's problem or Cognito's, judged from every call made.
 
-A request that keeps failing while other calls succeed is the request's problem and its attempts
-count toward `retries_exhausted`; while nothing succeeds, it is an outage and they do not, so an
-outage never turns the backlog into dead letters.
+A retryable failure counts toward `retries_exhausted` only when some other call succeeded since
+this request's previous attempt: Cognito was demonstrably answering others meanwhile. While
+nothing succeeds (an outage of Cognito as a whole) failures do not count, so an outage never turns
+the backlog into dead letters; the records wait in their backoff, the window fills, and the
+partitions pause until Cognito answers again.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 
 class OutageDetector:
-    def __init__(self, clock: Callable[[], float], healthy_window_seconds: float = 15.0) -> None:
-        self._clock = clock
-        self._window = healthy_window_seconds
-        self._last_success: float | None = None
-        self._last_failure: float | None = None
+    def __init__(self) -> None:
+        self._successes = 0
+        self._failures_in_a_row = 0
 
     def success(self) -> None:
-        self._last_success = self._clock()
+        self._successes += 1
+        self._failures_in_a_row = 0
 
     def failure(self) -> None:
-        self._last_failure = self._clock()
+        self._failures_in_a_row += 1
+
+    def mark(self) -> int:
+        """A mark to compare against later with `others_succeeded_since`."""
+        return self._successes
+
+    def others_succeeded_since(self, mark: int) -> bool:
+        return self._successes > mark
 
     @property
-    def healthy(self) -> bool:
-        """Some call succeeded within the window."""
-        return self._last_success is not None and self._clock() - self._last_success <= self._window
-
-    @property
-    def in_outage(self) -> bool:
-        """Calls fail and none succeeded within the window."""
-        return self._last_failure is not None and not self.healthy
+    def failures_in_a_row(self) -> int:
+        """Consecutive retryable failures across all requests (0 after any success)."""
+        return self._failures_in_a_row

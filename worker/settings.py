@@ -9,6 +9,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsError as SourceError
 
 ENV_PREFIX = "SIGNOUT_"
 NESTING = "__"
@@ -103,6 +104,11 @@ def load_settings() -> Settings:
         return Settings()
     except ValidationError as exc:
         raise SettingsError(_one_line(exc)) from None
+    except SourceError as exc:  # a section variable (SIGNOUT_KAFKA=...) that is not JSON
+        field = str(exc).split('"')[1] if '"' in str(exc) else "?"
+        raise SettingsError(
+            f"invalid setting {ENV_PREFIX}{field.upper()}: not valid JSON"
+        ) from None
 
 
 def _one_line(exc: ValidationError) -> str:

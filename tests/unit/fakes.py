@@ -9,8 +9,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import math
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
 from worker.errors import SignOutError
@@ -53,9 +54,14 @@ class ScriptedSigner:
         self._forever = dict(forever or {})
         self.calls: list[Target] = []
         self.signed_out: list[Target] = []
+        # Awaited while a call for that target key is "in flight" (other work happens meanwhile).
+        self.during: dict[str, Callable[[], Awaitable[object]]] = {}
 
     async def sign_out(self, target: Target) -> None:
         self.calls.append(target)
+        meanwhile = self.during.get(target.key)
+        if meanwhile is not None:
+            await meanwhile()
         steps = self._script.get(target.key)
         if steps:
             step = steps.popleft()
@@ -138,7 +144,8 @@ class FakeClock:
         return self.now
 
     def advance(self, seconds: float) -> None:
-        self.now += seconds
+        # Like a real clock, time moves on across any sleep, even one below the float resolution.
+        self.now = max(self.now + seconds, math.nextafter(self.now, math.inf))
 
 
 class FakeSleep:

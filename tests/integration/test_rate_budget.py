@@ -1,0 +1,224 @@
+"""Concurrency, the rate budget, throttling and outages, measured by the stub's server-side record.
+
+Assertions are on the stub's own arrival timestamps (its monotonic clock), never on the test's
+wall clock. Each test prints the figures it measured.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections import Counter
+from collections.abc import Sequence
+
+import pytest
+
+from tests.conftest import TopicFactory
+from tests.integration.conftest import (
+    Names,
+    committed_and_ends,
+    headers_of,
+    publish,
+    read_all,
+    run_in_process,
+    settings_for,
+)
+from tests.stub.cognito_stub import Call, StubProcess, fingerprint, make_token
+from worker.app import RunOptions, Worker
+from worker.metrics import Metrics
+
+
+def token_requests(
+    count: int, prefix: str = "ev"
+) -> tuple[list[tuple[bytes | None, bytes]], list[str]]:
+    records, tokens = [], []
+    for i in range(count):
+        token = make_token(sub=f"{prefix}-{i}", username=f"{prefix}-user-{i}")
+        event = {"event_id": f"{prefix}-{i:05d}", "access_token": token}
+        records.append((f"{prefix}-user-{i}".encode(), json.dumps(event).encode()))
+        tokens.append(token)
+    return records, tokens
+
+
+def max_in_any_window(calls: Sequence[Call], seconds: float = 1.0) -> int:
+    """The most arrivals in any window [t, t + seconds) of the stub's monotonic clock."""
+    times = sorted(c.mono for c in calls)
+    most, start = 0, 0
+    for end, t in enumerate(times):
+        while t - times[start] >= seconds:
+            start += 1
+        most = max(most, end - start + 1)
+    return most
+
+
+def rate_over(calls: Sequence[Call]) -> float:
+    times = [c.mono for c in calls]
+    return (len(times) - 1) / (max(times) - min(times))
+
+
+async def backlog(
+    kafka_bootstrap: str, names: Names, make_topic: TopicFactory, count: int, partitions: int = 3
+) -> list[str]:
+    names.topic = await make_topic("budget", partitions=partitions)
+    records, tokens = token_requests(count)
+    await publish(kafka_bootstrap, names.topic, records)
+    return tokens
+
+
+@pytest.mark.timeout(120)
+async def test_calls_really_overlap_against_a_slow_cognito(
+    kafka_bootstrap: str, cognito_stub: StubProcess, make_topic: TopicFactory, names: Names
+) -> None:
+    await cognito_stub.configure(latency=200)
+    await backlog(kafka_bootstrap, names, make_topic, 200)
+    settings = settings_for(
+        kafka_bootstrap, cognito_stub.endpoint_url, names, rate={"per_second": 1000}
+    )
+    await run_in_process(settings)
+    stats = await cognito_stub.stats()
+    calls = await cognito_stub.calls()
+    print(f"200 calls at 200 ms each: at most {stats.max_in_flight} in flight at the stub")
+    assert len(calls) == 200
+    assert all(c.result == "ok" for c in calls)
+    assert stats.max_in_flight >= 32
+
+
+@pytest.mark.timeout(180)
+async def test_the_budget_is_held_and_used(
+    kafka_bootstrap: str, cognito_stub: StubProcess, make_topic: TopicFactory, names: Names
+) -> None:
+    await cognito_stub.configure(
+        quota_per_second=50, latency={"dist": "uniform", "min_ms": 5, "max_ms": 40}
+    )
+    await backlog(kafka_bootstrap, names, make_topic, 1500)
+    settings = settings_for(
+        kafka_bootstrap, cognito_stub.endpoint_url, names, rate={"per_second": 50}
+    )
+    await run_in_process(settings)
+    calls = await cognito_stub.calls()
+    results = Counter(c.result for c in calls)
+    busiest, rate = max_in_any_window(calls), rate_over(calls)
+    print(
+        f"1500 requests at budget 50/s: busiest second {busiest}, average {rate:.1f}/s,"
+        f" results {dict(results)}"
+    )
+    assert results == {"ok": 1500}
+    assert busiest <= 50
+    assert rate >= 0.9 * 50
+
+
+@pytest.mark.timeout(180)
+async def test_two_workers_share_one_budget(
+    kafka_bootstrap: str, cognito_stub: StubProcess, make_topic: TopicFactory, names: Names
+) -> None:
+    await backlog(kafka_bootstrap, names, make_topic, 1000, partitions=6)
+    settings = settings_for(
+        kafka_bootstrap, cognito_stub.endpoint_url, names, rate={"per_second": 50}
+    )
+    workers = [Worker(settings, Metrics()) for _ in range(2)]
+    shares: list[list[float]] = [[], []]
+
+    async def watch() -> None:
+        while True:
+            await asyncio.sleep(0.5)
+            for seen, worker in zip(shares, workers, strict=True):
+                seen.append(worker.metrics.rate_limit._value.get())
+
+    watcher = asyncio.create_task(watch())
+    first = asyncio.create_task(workers[0].run(RunOptions(until_idle_seconds=3)))
+    await asyncio.sleep(2)
+    await workers[1].run(RunOptions(until_idle_seconds=3))
+    await first
+    watcher.cancel()
+    calls = await cognito_stub.calls()
+    busiest = max_in_any_window(calls)
+    print(
+        f"two workers, budget 50/s: busiest second {busiest};"
+        f" gauges seen {sorted(set(shares[0]))} / {sorted(set(shares[1]))}"
+    )
+    assert Counter(c.result for c in calls) == {"ok": 1000}
+    assert busiest <= 52, "combined calls above the group budget (margin: 2 calls of join skew)"
+    assert 25.0 in shares[0]
+    assert 25.0 in shares[1]
+
+
+@pytest.mark.timeout(180)
+async def test_others_using_the_quota_are_respected(
+    kafka_bootstrap: str, cognito_stub: StubProcess, make_topic: TopicFactory, names: Names
+) -> None:
+    await cognito_stub.configure(quota_per_second=30)
+    await backlog(kafka_bootstrap, names, make_topic, 900)
+    settings = settings_for(
+        kafka_bootstrap, cognito_stub.endpoint_url, names, rate={"per_second": 60}
+    )
+    await run_in_process(settings)
+    calls = await cognito_stub.calls()
+    ok = [c for c in calls if c.result == "ok"]
+    throttled = [c for c in calls if c.result == "TooManyRequestsException"]
+    share, rate = len(throttled) / len(calls), rate_over(ok)
+    print(f"quota 30/s, budget 60/s: {len(calls)} calls, {share:.1%} throttled, {rate:.1f} ok/s")
+    assert len(ok) == 900
+    assert share <= 0.10
+    assert rate >= 0.8 * 30
+    assert await read_all(kafka_bootstrap, names.dlq) == []
+
+
+@pytest.mark.timeout(240)
+async def test_an_outage_dead_letters_nothing_and_recovers_by_itself(
+    kafka_bootstrap: str,
+    cognito_stub: StubProcess,
+    make_topic: TopicFactory,
+    names: Names,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="worker.consumer")
+    await backlog(kafka_bootstrap, names, make_topic, 1000)
+    await cognito_stub.configure(
+        outage_in_seconds=4, outage_seconds=20, outage_fault="InternalErrorException"
+    )
+    settings = settings_for(
+        kafka_bootstrap, cognito_stub.endpoint_url, names, rate={"per_second": 60}
+    )
+    await run_in_process(settings)
+    calls = await cognito_stub.calls()
+    end = (await cognito_stub.config())["outage_end"]
+    failed = [c for c in calls if c.result != "ok"]
+    after = [c for c in calls if c.result == "ok" and c.wall >= end]
+    recovery, drained = min(c.wall for c in after) - end, max(c.wall for c in after) - end
+    print(f"outage of 20 s: {len(failed)} failed attempts; first success {recovery:.2f}s after it")
+    print(f"  ended; the remaining {len(after)} requests drained {drained:.1f}s after it ended")
+    assert len({c.target for c in calls if c.result == "ok"}) == 1000
+    assert await read_all(kafka_bootstrap, names.dlq) == []
+    assert [r for r in caplog.records if r.getMessage() == "partitions revoked"] == []
+    assert len([r for r in caplog.records if r.getMessage() == "partitions assigned"]) == 1
+
+
+@pytest.mark.timeout(120)
+async def test_one_poisoned_request_is_exhausted_and_nothing_else_is_affected(
+    kafka_bootstrap: str, cognito_stub: StubProcess, make_topic: TopicFactory, names: Names
+) -> None:
+    tokens = await backlog(kafka_bootstrap, names, make_topic, 300)
+    poisoned = tokens[17]
+    await cognito_stub.configure(fail_targets={fingerprint(poisoned): "InternalErrorException"})
+    settings = settings_for(
+        kafka_bootstrap,
+        cognito_stub.endpoint_url,
+        names,
+        rate={"per_second": 100},
+        retry={"max_attempts": 5},
+    )
+    await run_in_process(settings)
+    dead = await read_all(kafka_bootstrap, names.dlq)
+    calls = await cognito_stub.calls()
+    assert len(dead) == 1
+    headers = headers_of(dead[0])
+    assert headers["signout.error.reason"] == "retries_exhausted"
+    assert headers["signout.error.code"] == "InternalErrorException"
+    assert headers["signout.attempts"] == "5"
+    assert json.loads(dead[0].value)["access_token"] == poisoned, "kept for replay"
+    per_target = Counter(c.target for c in calls)
+    assert per_target[fingerprint(poisoned)] == 5
+    assert sum(1 for t, n in per_target.items() if n == 1 and t != fingerprint(poisoned)) == 299
+    committed, ends = await committed_and_ends(kafka_bootstrap, names.group, names.topic)
+    assert committed == ends
