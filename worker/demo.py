@@ -65,7 +65,7 @@ async def run_demo() -> int:
         _say(f"published {len(batch.records)} requests to {settings.kafka.topic}")
         metrics = Metrics()
         await _run_worker(settings, metrics)
-        _summary(metrics)
+        _summary(metrics, batch.expected)
         await _show_dead_letters(settings)
     return 0
 
@@ -232,14 +232,16 @@ def _progress_line(elapsed: float, totals: Counter[str], metrics: Metrics) -> st
     )
 
 
-def _summary(metrics: Metrics) -> None:
+def _summary(metrics: Metrics, expected: Counter[str]) -> None:
     totals = _totals(metrics)
     print("\n  outcome         reason                count")
     print("  --------------  --------------------  -----")
-    for key in sorted(totals):
+    for key in sorted(k for k, v in totals.items() if v):
         outcome, reason = key.split("/")
         print(f"  {outcome:<14}  {reason:<20}  {totals[key]:5d}")
-    print(f"  {'total':<14}  {'':<20}  {sum(totals.values()):5d}\n")
+    print(f"  {'total':<14}  {'':<20}  {sum(totals.values()):5d}")
+    verdict = "as expected" if totals == expected else f"EXPECTED {dict(expected)}"
+    print(f"  every request accounted for: {verdict}\n")
 
 
 async def _show_dead_letters(settings: Settings) -> None:
@@ -254,14 +256,30 @@ async def _show_dead_letters(settings: Settings) -> None:
     finally:
         await consumer.stop()
     print("  dead letters, as stored on the DLQ topic (tokens redacted to their fingerprint):")
-    print(f"  {'reason':<16} {'code':<26} {'from':<6} value")
-    for messages in batch.values():
-        for message in messages:
-            headers = {k: v.decode() for k, v in message.headers}
-            origin = f"{headers['signout.original.partition']}@{headers['signout.original.offset']}"
-            value = (message.value or b"").decode("utf-8", "backslashreplace")
-            reason, code = headers["signout.error.reason"], headers["signout.error.code"]
-            print(f"  {reason:<16} {code:<26} {origin:<6} {value[:80]}")
+    print(f"  {'reason':<16} {'code':<24} {'from':<5} target or payload")
+    records = sorted((m for ms in batch.values() for m in ms), key=lambda m: _header(m, "reason"))
+    for message in records:
+        origin = f"{_header(message, 'partition')}@{_header(message, 'offset')}"
+        reason, code = _header(message, "reason"), _header(message, "code")
+        print(f"  {reason:<16} {code:<24} {origin:<5} {_what(message.value or b'')}")
+
+
+def _header(message: Any, name: str) -> str:
+    wanted = f"signout.error.{name}" if name in ("reason", "code") else f"signout.original.{name}"
+    return next((v.decode() for k, v in message.headers if k == wanted), "")
+
+
+def _what(value: bytes) -> str:
+    """The target of a dead letter (its token already redacted by the worker) or the payload."""
+    try:
+        document = json.loads(value)
+    except ValueError:
+        return repr(value)[:60]
+    if isinstance(document, dict) and "access_token" in document:
+        return str(document["access_token"])
+    if isinstance(document, dict) and "username" in document:
+        return f"{document.get('user_pool_id')}/{document['username']}"
+    return json.dumps(document)[:60]
 
 
 def _say(text: str) -> None:
