@@ -27,6 +27,8 @@ class KafkaSettings(BaseModel):
     sasl_username: str | None = None
     sasl_password: SecretStr | None = None
     ssl_cafile: str | None = None
+    # OAUTHBEARER means Amazon MSK with IAM: tokens are signed with the pod's AWS credentials.
+    msk_iam_region: str | None = None
     session_timeout_ms: int = Field(45_000, ge=6_000)
     max_poll_interval_ms: int = Field(300_000, ge=10_000)
 
