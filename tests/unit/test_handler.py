@@ -483,11 +483,25 @@ async def test_retries_exhausted_after_exactly_max_attempts_while_others_succeed
 async def test_an_outage_does_not_exhaust_retries() -> None:
     max_attempts = 3
     failures = [internal() for _ in range(4 * max_attempts)]
-    h = harness(ScriptedSigner({TOKEN_KEY: [*failures, None]}), settings=_settings(max_attempts=3))
+    signer = ScriptedSigner({TOKEN_KEY: [*failures, None]})
+    h = harness(signer, settings=_settings(max_attempts=3))
+
+    async def others_fail_too() -> None:  # another request's call fails meanwhile; none succeed
+        h.handler.outage.failure()
+
+    signer.during[TOKEN_KEY] = others_fail_too
     result = await h.handle(token_request())
     assert (result.outcome, result.reason) == (Outcome.SIGNED_OUT, Reason.GLOBAL_SIGN_OUT)
     assert result.attempts == len(failures) + 1
     assert h.sink.dead_letter_calls == 0
+
+
+async def test_a_request_failing_alone_is_exhausted_after_max_attempts() -> None:
+    signer = ScriptedSigner(forever={TOKEN_KEY: internal})
+    h = harness(signer, settings=_settings(max_attempts=4))
+    result = await h.handle(token_request())
+    assert (result.outcome, result.reason) == (Outcome.DEAD_LETTERED, Reason.RETRIES_EXHAUSTED)
+    assert result.attempts == signer.calls_for(TOKEN_KEY) == 4
 
 
 async def test_throttling_slows_the_limiter_and_does_not_count_towards_exhaustion() -> None:
@@ -530,7 +544,7 @@ async def test_backoff_delays_are_full_jitter_within_the_exponential_ceiling() -
     failures = [internal() for _ in range(12)]
     h = harness(
         ScriptedSigner({TOKEN_KEY: [*failures, None]}),
-        settings=_settings(base_delay=base, max_delay=cap),
+        settings=_settings(base_delay=base, max_delay=cap, max_attempts=20),
     )
     await h.handle(token_request())
     assert len(h.sleep.delays) == len(failures)
@@ -550,7 +564,7 @@ async def test_backoff_ceilings_double_up_to_the_maximum() -> None:
     failures = [internal() for _ in range(6)]
     h = harness(
         ScriptedSigner({TOKEN_KEY: [*failures, None]}),
-        settings=_settings(base_delay=0.2, max_delay=2.0),
+        settings=_settings(base_delay=0.2, max_delay=2.0, max_attempts=20),
         rng=_Highest(),
     )
     await h.handle(token_request())
