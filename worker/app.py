@@ -53,6 +53,7 @@ class Worker:
     async def run(self, options: RunOptions | None = None) -> None:
         options = options or RunOptions()
         started = time.monotonic()
+        _warn_about_stall_settings(self.settings)
         log.info("starting", extra={"version": __version__, "topic": self.settings.kafka.topic})
         async with AsyncExitStack() as stack:
             stack.push_async_callback(self._log_stopped, started)
@@ -114,6 +115,17 @@ class Worker:
         log.info("signal received; draining", extra={"signal": sig.name})
         self.health.stopping()
         self.stop.set()
+
+
+def _warn_about_stall_settings(settings: Settings) -> None:
+    """A stall shorter than one hung call plus its backoff would restart pods during an outage."""
+    slowest = settings.cognito.timeout_seconds + 1 + settings.retry.max_delay_seconds
+    if settings.http.progress_stall_seconds <= slowest:
+        log.warning(
+            "SIGNOUT_HTTP__PROGRESS_STALL_SECONDS is not above the Cognito timeout plus the "
+            "longest backoff: /healthz may fail during a Cognito outage",
+            extra={"progress_stall_seconds": settings.http.progress_stall_seconds},
+        )
 
 
 async def _quietly(name: str, close: Callable[[], Awaitable[None]]) -> None:

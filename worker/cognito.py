@@ -19,14 +19,13 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from worker.errors import RetryableError, SignOutError, classify
 from worker.events import AdminTarget, Target, TokenTarget, scrub
-from worker.metrics import Metrics
+from worker.metrics import OPERATIONS, Metrics
 from worker.settings import CognitoSettings
 
 if TYPE_CHECKING:
     from types_aiobotocore_cognito_idp import CognitoIdentityProviderClient
 
-GLOBAL = "GlobalSignOut"
-ADMIN = "AdminUserGlobalSignOut"
+GLOBAL, ADMIN = OPERATIONS
 _TRANSPORT_ERRORS = (BotoCoreError, aiohttp.ClientError, OSError, TimeoutError)
 
 
@@ -68,17 +67,22 @@ class CognitoSigner:
         """One attempt. Raises a `SignOutError` subclass on any failure."""
         op = operation(target)
         started = time.perf_counter()
-        result = "ok"
+        result: str | None = None  # stays None when cancelled: not a Cognito result
         try:
             await asyncio.wait_for(self._call(target), self._settings.timeout_seconds + 1)
+            result = "ok"
         except SignOutError as exc:
             result = exc.code
             raise
+        except TimeoutError:  # a trickling answer that botocore's read timeout never ends
+            result = "TimeoutError"
+            raise RetryableError(result, "no answer within the call timeout") from None
         finally:
-            self._metrics.cognito_requests.labels(operation=op, result=result).inc()
-            self._metrics.cognito_duration.labels(operation=op).observe(
-                time.perf_counter() - started
-            )
+            if result is not None:
+                self._metrics.cognito_requests.labels(operation=op, result=result).inc()
+                self._metrics.cognito_duration.labels(operation=op).observe(
+                    time.perf_counter() - started
+                )
 
     async def _call(self, target: Target) -> None:
         client = self._client

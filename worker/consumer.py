@@ -81,6 +81,7 @@ class ConsumerLoop(ConsumerRebalanceListener):  # type: ignore[misc]
         self._health = health
         self._on_assignment = on_assignment
         self._lag = 0
+        self._committed_at_assignment: dict[TopicPartition, int] = {}
         self._tracker: OffsetTracker[TopicPartition] = OffsetTracker()
         self._tasks: dict[asyncio.Task[Result], tuple[TopicPartition, int]] = {}
         self._slot_freed = asyncio.Event()
@@ -188,14 +189,19 @@ class ConsumerLoop(ConsumerRebalanceListener):  # type: ignore[misc]
             self._metrics.last_commit.set(time.time())
 
     def _update_lag(self) -> None:
+        """Lag per partition: the high watermark minus the group's committed offset."""
+        total = 0
         for tp in self._consumer.assignment():
             highwater = self._consumer.highwater(tp)
-            safe = self._tracker.committed_offset(tp)
-            if highwater is not None and safe is not None:
-                lag = max(highwater - safe, 0)
-                self._metrics.consumer_lag.labels(topic=tp.topic, partition=str(tp.partition)).set(
-                    lag
-                )
+            committed = self._tracker.committed_offset(tp)
+            if committed is None:
+                committed = self._committed_at_assignment.get(tp)
+            if highwater is None or committed is None:
+                continue
+            lag = max(highwater - committed, 0)
+            total += lag
+            self._metrics.consumer_lag.labels(topic=tp.topic, partition=str(tp.partition)).set(lag)
+        self._lag = total
 
     # -- rebalance (called by aiokafka inside the group protocol) -----------------------------
 
@@ -210,6 +216,7 @@ class ConsumerLoop(ConsumerRebalanceListener):  # type: ignore[misc]
         await _cancel(t for t in tasks if not t.done())
         for tp in revoked:
             self._tracker.forget(tp)
+            self._committed_at_assignment.pop(tp, None)
             self._paused_by_us.discard(tp)
             with contextlib.suppress(KeyError):
                 self._metrics.consumer_lag.remove(tp.topic, str(tp.partition))
@@ -221,6 +228,8 @@ class ConsumerLoop(ConsumerRebalanceListener):  # type: ignore[misc]
         topic_partitions = self._consumer.partitions_for_topic(self._settings.kafka.topic)
         if self._on_assignment is not None:
             self._on_assignment(len(assignment), len(topic_partitions or assignment))
+        for tp in assigned:  # so lag shows even before this process commits anything
+            self._committed_at_assignment[tp] = await self._consumer.committed(tp) or 0
         self.joined.set()
         self._health.joined(True)
         log.info(

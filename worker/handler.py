@@ -12,7 +12,7 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from worker.dedup import RecentlySeen
@@ -35,7 +35,7 @@ from worker.events import (
     request_time,
 )
 from worker.metrics import Metrics
-from worker.outage import OutageDetector
+from worker.outage import Mark, OutageDetector
 from worker.records import Record, Result
 from worker.settings import Settings
 
@@ -71,7 +71,7 @@ Sleep = Callable[[float], Awaitable[None]]
 class _Attempts:
     made: int = 0  # calls made for this record
     counted: int = 0  # failures that count toward retries_exhausted
-    mark: int = 0  # the outage detector's mark when the previous attempt began
+    mark: Mark = field(default_factory=lambda: Mark(0, 0))  # counts after our last failure
 
 
 class Handler:
@@ -171,13 +171,12 @@ class Handler:
         while attempts.counted < self._settings.retry.max_attempts:
             self._metrics.limiter_wait.observe(await self._limiter.acquire())
             attempts.made += 1
-            mark, attempts.mark = attempts.mark, self.outage.mark()
             try:
                 await self._signer.sign_out(target)
             except RetryableError as exc:
                 self.on_attempt()
                 last = exc
-                await self._after_retryable(exc, attempts, mark)
+                await self._after_retryable(exc, attempts)
                 continue
             self.on_attempt()
             self._limiter.on_success()
@@ -187,14 +186,15 @@ class Handler:
         message = f"gave up after {attempts.made} attempts; last error {code}"
         raise PermanentError(Reason.RETRIES_EXHAUSTED, code, message)
 
-    async def _after_retryable(self, exc: RetryableError, attempts: _Attempts, mark: int) -> None:
+    async def _after_retryable(self, exc: RetryableError, attempts: _Attempts) -> None:
         self._metrics.retries.labels(code=exc.code).inc()
         if isinstance(exc, ThrottledError):
             self._limiter.on_throttled()  # busy, not broken: the limiter paces the retry
             return
+        if not self.outage.looks_down_since(attempts.mark):
+            attempts.counted += 1  # others succeed (or there are none): this request's problem
         self.outage.failure()
-        if self.outage.others_succeeded_since(mark):
-            attempts.counted += 1  # Cognito answered others meanwhile: this request's problem
+        attempts.mark = self.outage.mark()  # taken after our own failure: only others move it
         await self._sleep(self._backoff(attempts.made))
 
     def _backoff(self, attempt: int) -> float:
@@ -211,6 +211,7 @@ class Handler:
                 await self._sink.dead_letter(record, result)
             except Exception as exc:  # any broker failure: keep trying, never drop the record
                 failures += 1
+                self.on_attempt()  # still working on it: a Kafka outage is not a stall
                 log.warning(
                     "dead-letter write failed; retrying",
                     extra={

@@ -1,10 +1,27 @@
-"""Prometheus instruments (contracts.md §8) on an injectable registry. No label carries a secret."""
+"""Prometheus instruments (contracts.md §8) on an injectable registry. No label carries a secret.
+
+Series of the bounded vocabularies (outcomes, reasons, operations, throttling) exist from the start
+at 0: a series born at its first increment has no earlier sample, so `rate()`/`increase()` would
+not see that increment (the first dead letter after a start would never alert).
+"""
 
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from worker import __version__
+from worker.errors import THROTTLE_CODE, Outcome, Reason
+
+# The `operation` label's values: Cognito's operation names (cognito.py calls exactly these).
+OPERATIONS = ("GlobalSignOut", "AdminUserGlobalSignOut")
+_SIGNED_OUT = (Reason.GLOBAL_SIGN_OUT, Reason.ADMIN_SIGN_OUT, Reason.ADMIN_FALLBACK)
+_DUPLICATE = (Reason.DUPLICATE_EVENT,)
+DEAD_LETTER_REASONS = tuple(r for r in Reason if r not in (*_SIGNED_OUT, *_DUPLICATE))
+OUTCOME_REASONS: dict[Outcome, tuple[Reason, ...]] = {
+    Outcome.SIGNED_OUT: _SIGNED_OUT,
+    Outcome.DUPLICATE: _DUPLICATE,
+    Outcome.DEAD_LETTERED: DEAD_LETTER_REASONS,
+}
 
 _CALL_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0, 10.0)
 _EVENT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 900.0)
@@ -72,3 +89,16 @@ class Metrics:
         )
         self.build_info = Gauge("signout_build_info", "Build information", ["version"], registry=r)
         self.build_info.labels(version=__version__).set(1)
+        self._start_known_series()
+
+    def _start_known_series(self) -> None:
+        for outcome, reasons in OUTCOME_REASONS.items():
+            for reason in reasons:
+                self.events.labels(outcome=outcome, reason=reason)
+        for reason in DEAD_LETTER_REASONS:
+            self.dlq_records.labels(reason=reason)
+        for operation in OPERATIONS:
+            self.cognito_duration.labels(operation=operation)
+            for result in ("ok", THROTTLE_CODE):
+                self.cognito_requests.labels(operation=operation, result=result)
+        self.retries.labels(code=THROTTLE_CODE)

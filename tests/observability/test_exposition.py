@@ -1,0 +1,146 @@
+"""The `/metrics` exposition passes `promtool check metrics` and honours contracts.md §8."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.observability.exposition import exercised_metrics, exposition, sample_labels
+from worker.cognito import ADMIN, GLOBAL
+from worker.metrics import OPERATIONS, Metrics
+
+# contracts.md §8, binding: name -> (type, label names).
+CONTRACT: dict[str, tuple[str, frozenset[str]]] = {
+    "signout_events_total": ("counter", frozenset({"outcome", "reason"})),
+    "signout_cognito_requests_total": ("counter", frozenset({"operation", "result"})),
+    "signout_cognito_request_duration_seconds": ("histogram", frozenset({"operation"})),
+    "signout_event_latency_seconds": ("histogram", frozenset()),
+    "signout_retries_total": ("counter", frozenset({"code"})),
+    "signout_dlq_records_total": ("counter", frozenset({"reason"})),
+    "signout_inflight_events": ("gauge", frozenset()),
+    "signout_rate_limit_per_second": ("gauge", frozenset()),
+    "signout_rate_limiter_wait_seconds": ("histogram", frozenset()),
+    "signout_consumer_lag": ("gauge", frozenset({"topic", "partition"})),
+    "signout_assigned_partitions": ("gauge", frozenset()),
+    "signout_last_commit_timestamp_seconds": ("gauge", frozenset()),
+    "signout_build_info": ("gauge", frozenset({"version"})),
+}
+
+
+def family_name(name: str, kind: str) -> str:
+    """The exposition's family name: a counter's family drops the `_total` suffix."""
+    return name.removesuffix("_total") if kind == "counter" else name
+
+
+def test_promtool_finds_no_problem_in_the_exposition(promtool: str) -> None:
+    text = exposition(exercised_metrics())
+    result = subprocess.run(
+        [promtool, "check", "metrics"],
+        input=text,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (result.stdout + result.stderr).strip() == ""
+
+
+def test_promtool_check_metrics_does_report_lint_problems(promtool: str) -> None:
+    """The check above is not vacuous: promtool flags a badly named counter."""
+    bad = "# HELP requests Requests.\n# TYPE requests counter\nrequests 1\n"
+    result = subprocess.run(
+        [promtool, "check", "metrics"],
+        input=bad,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert 'counter metrics should have "_total" suffix' in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("name", sorted(CONTRACT))
+def test_each_contract_metric_is_exposed_with_its_type_and_labels(name: str) -> None:
+    kind, labels = CONTRACT[name]
+    families = {f.name: f for f in text_string_to_metric_families(exposition(exercised_metrics()))}
+    family = families.get(family_name(name, kind))
+    assert family is not None, f"{name} is missing from the exposition"
+    assert family.type == kind
+    assert family.samples, f"{name} has no samples"
+    for sample in family.samples:
+        assert set(sample.labels) - {"le"} == labels, (sample.name, sample.labels)
+    main = name if kind != "histogram" else f"{name}_bucket"
+    assert main in {s.name for s in family.samples}
+
+
+def test_the_exposition_has_no_metric_beyond_the_contract() -> None:
+    """A new instrument is a contract change: add it to contracts.md §8 and to CONTRACT above."""
+    exported = {f.name for f in text_string_to_metric_families(exposition(exercised_metrics()))}
+    contracted = {family_name(name, kind) for name, (kind, _) in CONTRACT.items()}
+    created = {f"{family_name(name, kind)}_created" for name, (kind, _) in CONTRACT.items()}
+    assert exported - created == contracted
+
+
+def test_no_label_carries_a_user_a_token_or_an_event_id() -> None:
+    forbidden = {"user", "username", "token", "access_token", "event_id", "sub", "target"}
+    for name, labels in sample_labels(exposition(exercised_metrics())).items():
+        assert not labels & forbidden, (name, labels)
+
+
+# contracts.md §2: outcome -> reasons.
+OUTCOMES = {
+    "signed_out": {"global_sign_out", "admin_sign_out", "admin_fallback"},
+    "duplicate": {"duplicate_event"},
+    "dead_lettered": {
+        "not_authorized",
+        "token_revoked",
+        "token_expired",
+        "token_invalid",
+        "resource_not_found",
+        "user_not_found",
+        "invalid_parameter",
+        "password_reset_required",
+        "user_not_confirmed",
+        "operation_not_enabled",
+        "invalid_payload",
+        "admin_disabled",
+        "retries_exhausted",
+    },
+}
+
+
+def zero_series(name: str) -> set[tuple[tuple[str, str], ...]]:
+    """The label sets of `name`'s samples in a fresh worker's exposition (all at 0)."""
+    text = exposition(Metrics())
+    found = set()
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name:
+                assert sample.value == 0, sample
+                found.add(tuple(sorted(sample.labels.items())))
+    return found
+
+
+def test_a_fresh_worker_exposes_every_outcome_and_dead_letter_reason_at_zero() -> None:
+    """A series born at 1 is invisible to rate()/increase(): a first dead letter would not alert."""
+    assert zero_series("signout_events_total") == {
+        (("outcome", outcome), ("reason", reason))
+        for outcome, reasons in OUTCOMES.items()
+        for reason in reasons
+    }
+    assert zero_series("signout_dlq_records_total") == {
+        (("reason", reason),) for reason in OUTCOMES["dead_lettered"]
+    }
+    assert zero_series("signout_retries_total") == {(("code", "TooManyRequestsException"),)}
+    assert zero_series("signout_cognito_requests_total") == {
+        (("operation", operation), ("result", result))
+        for operation in (GLOBAL, ADMIN)
+        for result in ("ok", "TooManyRequestsException")
+    }
+
+
+def test_the_operation_label_values_are_the_operations_the_signer_calls() -> None:
+    assert set(OPERATIONS) == {GLOBAL, ADMIN}
