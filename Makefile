@@ -43,8 +43,35 @@ typecheck: venv ## mypy --strict on worker/
 	$(VENV)/bin/mypy
 
 .PHONY: test
-test: lint typecheck ## install from the lock, lint, type-check and run the whole test suite
+test: lint typecheck deploy-tools ## install from the lock, lint, type-check and run the whole test suite
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+# Offline deployment checks: pinned tools in .tools/, apart from the project's lock.
+KUSTOMIZE_VERSION := v5.7.1
+KUSTOMIZE := $(TOOLS)/bin/kustomize
+VALIDATE := $(TOOLS)/validate
+
+$(KUSTOMIZE): | $(UV)
+	@command -v go >/dev/null || { echo "kustomize: needs Go >= 1.22.7 (or kustomize v5 on PATH)" >&2; exit 1; }
+	GOBIN=$(abspath $(TOOLS)/bin) GOTOOLCHAIN=local GOFLAGS=-buildvcs=false \
+	  go install sigs.k8s.io/kustomize/kustomize/v5@$(KUSTOMIZE_VERSION)
+
+$(VALIDATE)/.installed: deploy/tools/requirements.txt | $(UV)
+	$(UV) venv --quiet --allow-existing --python $(PYTHON) $(VALIDATE)
+	$(UV) pip install --quiet --python $(VALIDATE)/bin/python --require-hashes \
+	  --requirement deploy/tools/requirements.txt
+	touch $@
+
+.PHONY: deploy-tools
+deploy-tools: $(KUSTOMIZE) $(VALIDATE)/.installed ## kustomize, checkov, hadolint, kubernetes-validate into .tools/
+
+.PHONY: k8s-generate
+k8s-generate: venv ## copy deploy/prometheus/alerts.yaml and the Grafana dashboard into the kustomize base
+	$(PY) deploy/k8s/generate.py
+
+.PHONY: deploy-check
+deploy-check: venv deploy-tools ## deployment checks only: manifests, Dockerfile, image install and run
+	CI=true $(VENV)/bin/pytest tests/deploy $(PYTEST_ARGS)
 
 .PHONY: demo
 demo: venv ## run the worker end to end on a local broker and Cognito emulator
