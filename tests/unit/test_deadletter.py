@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 from pydantic import SecretStr
 
+from tests.contract import DLQ_HEADERS
 from tests.unit.fakes import make_jwt
 from worker import __version__
 from worker.deadletter import Outgoing, dead_letter_record, redact_value, result_record
@@ -21,19 +22,7 @@ NOW = datetime(2024, 5, 1, 12, 30, 15, 123456, tzinfo=UTC)
 TRACEPARENT = b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 REDACTED = re.compile(r"redacted:sha256:[0-9a-f]{16}")
 
-HEADER_NAMES = [
-    "signout.error.reason",
-    "signout.error.code",
-    "signout.error.message",
-    "signout.original.topic",
-    "signout.original.partition",
-    "signout.original.offset",
-    "signout.original.timestamp",
-    "signout.consumer.group",
-    "signout.attempts",
-    "signout.failed_at",
-    "signout.worker.version",
-]
+HEADER_NAMES = list(DLQ_HEADERS)
 
 
 def _token_value(**extra: object) -> bytes:
