@@ -47,7 +47,7 @@ def main() -> int:
     try:
         return asyncio.run(run_demo())
     except KeyboardInterrupt:
-        print("\ninterrupted: everything the demo started has been stopped")
+        _say("\ninterrupted: everything the demo started has been stopped")
         return 130
 
 
@@ -234,14 +234,14 @@ def _progress_line(elapsed: float, totals: Counter[str], metrics: Metrics) -> st
 
 def _summary(metrics: Metrics, expected: Counter[str]) -> None:
     totals = _totals(metrics)
-    print("\n  outcome         reason                count")
-    print("  --------------  --------------------  -----")
+    _say("\n  outcome         reason                count")
+    _say("  --------------  --------------------  -----")
     for key in sorted(k for k, v in totals.items() if v):
         outcome, reason = key.split("/")
-        print(f"  {outcome:<14}  {reason:<20}  {totals[key]:5d}")
-    print(f"  {'total':<14}  {'':<20}  {sum(totals.values()):5d}")
+        _say(f"  {outcome:<14}  {reason:<20}  {totals[key]:5d}")
+    _say(f"  {'total':<14}  {'':<20}  {sum(totals.values()):5d}")
     verdict = "as expected" if totals == expected else f"EXPECTED {dict(expected)}"
-    print(f"  every request accounted for: {verdict}\n")
+    _say(f"  every request accounted for: {verdict}\n")
 
 
 async def _show_dead_letters(settings: Settings) -> None:
@@ -255,13 +255,13 @@ async def _show_dead_letters(settings: Settings) -> None:
         batch = await consumer.getmany(timeout_ms=3000, max_records=1000)
     finally:
         await consumer.stop()
-    print("  dead letters, as stored on the DLQ topic (tokens redacted to their fingerprint):")
-    print(f"  {'reason':<16} {'code':<24} {'from':<5} target or payload")
+    _say("  dead letters, as stored on the DLQ topic (tokens redacted to their fingerprint):")
+    _say(f"  {'reason':<16} {'code':<24} {'from':<5} target or payload")
     records = sorted((m for ms in batch.values() for m in ms), key=lambda m: _header(m, "reason"))
     for message in records:
         origin = f"{_header(message, 'partition')}@{_header(message, 'offset')}"
         reason, code = _header(message, "reason"), _header(message, "code")
-        print(f"  {reason:<16} {code:<24} {origin:<5} {_what(message.value or b'')}")
+        _say(f"  {reason:<16} {code:<24} {origin:<5} {_what(message.value or b'')}")
 
 
 def _header(message: Any, name: str) -> str:
@@ -283,4 +283,5 @@ def _what(value: bytes) -> str:
 
 
 def _say(text: str) -> None:
+    """The demo's console display (stdout); the worker's own log goes to .demo/worker.log."""
     print(text, flush=True)

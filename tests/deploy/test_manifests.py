@@ -113,42 +113,36 @@ def test_custom_resources_match_their_schemas(rendered: Rendered) -> None:
         assert errors_of(schema, document) == [], f"{rendered.overlay}: {document['kind']}"
 
 
+def kafka_scaled_object(**metadata: Any) -> dict[str, Any]:
+    """A valid ScaledObject spec with a Kafka trigger; `None` removes a metadata field."""
+    fields = {
+        "bootstrapServers": "k:9092",
+        "consumerGroup": "g",
+        "topic": "t",
+        "lagThreshold": "600",
+    }
+    fields.update(metadata)
+    trigger = {"type": "kafka", "metadata": {k: v for k, v in fields.items() if v is not None}}
+    return {"scaleTargetRef": {"name": "w"}, "triggers": [trigger]}
+
+
+def test_the_valid_scaled_object_passes_its_schema() -> None:
+    wrapped = {"apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObject"}
+    document = {**wrapped, "metadata": {"name": "x", "namespace": "y"}}
+    assert errors_of("scaledobject.json", {**document, "spec": kafka_scaled_object()}) == []
+
+
 @pytest.mark.parametrize(
     ("schema", "document", "mistake"),
     [
         (
             "scaledobject.json",
-            {
-                "scaleTargetRef": {"name": "w"},
-                "triggers": [
-                    {
-                        "type": "kafka",
-                        "metadata": {
-                            "bootstrapServers": "k:9092",
-                            "consumerGroup": "g",
-                            "topic": "t",
-                            "lagThreshold": 600,
-                        },
-                    }
-                ],
-            },
+            kafka_scaled_object(lagThreshold=600),
             "lagThreshold: 600 is not of type 'string'",
         ),
         (
             "scaledobject.json",
-            {
-                "scaleTargetRef": {"name": "w"},
-                "triggers": [
-                    {
-                        "type": "kafka",
-                        "metadata": {
-                            "bootstrapServers": "k:9092",
-                            "topic": "t",
-                            "lagThreshold": "600",
-                        },
-                    }
-                ],
-            },
+            kafka_scaled_object(consumerGroup=None),
             "'consumerGroup' is a required property",
         ),
         ("scaledobject.json", {"triggers": []}, "'scaleTargetRef' is a required property"),

@@ -27,6 +27,7 @@ from tests.integration.conftest import (
     settings_for,
 )
 from worker.sandbox import MotoServer, Pool
+from worker.settings import Settings
 
 REQUESTS = 300
 
@@ -50,6 +51,16 @@ async def wait_for_results(bootstrap: str, names: Names, count: int) -> None:
             await asyncio.sleep(0.5)
 
 
+def worker_settings(
+    bootstrap: str, moto: MotoServer, names: Names, per_second: float, **overrides: Any
+) -> Settings:
+    """Admin requests drained at `per_second` with 16 records in flight per worker."""
+    rate = {"per_second": per_second}
+    return settings_for(
+        bootstrap, moto.endpoint_url, names, rate=rate, max_in_flight=16, **overrides
+    )
+
+
 @pytest.fixture
 async def backlog(
     kafka_bootstrap: str, make_pool: PoolFactory, make_topic: TopicFactory, names: Names
@@ -71,13 +82,8 @@ async def test_sigterm_drains_commits_only_finished_records_and_a_restart_comple
     worker_processes: list[WorkerProcess],
 ) -> None:
     budget = 8.0
-    settings = settings_for(
-        kafka_bootstrap,
-        moto_server.endpoint_url,
-        names,
-        rate={"per_second": 30},
-        max_in_flight=16,
-        shutdown_timeout_seconds=budget,
+    settings = worker_settings(
+        kafka_bootstrap, moto_server, names, 30, shutdown_timeout_seconds=budget
     )
     first = WorkerProcess(env_for(settings), tmp_path / "first.log")
     worker_processes.append(first)
@@ -112,9 +118,7 @@ async def test_a_second_worker_joining_mid_run_loses_nothing(
     tmp_path: Path,
     worker_processes: list[WorkerProcess],
 ) -> None:
-    settings = settings_for(
-        kafka_bootstrap, moto_server.endpoint_url, names, rate={"per_second": 40}, max_in_flight=16
-    )
+    settings = worker_settings(kafka_bootstrap, moto_server, names, 40)
     env = env_for(settings)
     first = WorkerProcess(env, tmp_path / "a.log", "--until-idle", "3")
     worker_processes.append(first)

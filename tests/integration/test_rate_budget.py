@@ -11,6 +11,8 @@ import json
 import logging
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import pytest
 
@@ -27,6 +29,7 @@ from tests.integration.conftest import (
 from tests.stub.cognito_stub import Call, StubProcess, fingerprint, make_token
 from worker.app import RunOptions, Worker
 from worker.metrics import Metrics
+from worker.settings import Settings
 
 
 def token_requests(
@@ -57,27 +60,48 @@ def rate_over(calls: Sequence[Call]) -> float:
     return (len(times) - 1) / (max(times) - min(times))
 
 
-async def backlog(
-    kafka_bootstrap: str, names: Names, make_topic: TopicFactory, count: int, partitions: int = 3
-) -> list[str]:
-    names.topic = await make_topic("budget", partitions=partitions)
-    records, tokens = token_requests(count)
-    await publish(kafka_bootstrap, names.topic, records)
-    return tokens
+@dataclass
+class Bench:
+    """A backlog on the real broker, drained by the worker against the stub; returns its calls."""
+
+    bootstrap: str
+    stub: StubProcess
+    names: Names
+    make_topic: TopicFactory
+
+    async def backlog(self, count: int, partitions: int = 3) -> list[str]:
+        self.names.topic = await self.make_topic("budget", partitions=partitions)
+        records, tokens = token_requests(count)
+        await publish(self.bootstrap, self.names.topic, records)
+        return tokens
+
+    def settings(self, per_second: float, **overrides: Any) -> Settings:
+        rate = {"per_second": per_second}
+        return settings_for(
+            self.bootstrap, self.stub.endpoint_url, self.names, rate=rate, **overrides
+        )
+
+    async def drain(self, per_second: float, **overrides: Any) -> list[Call]:
+        await run_in_process(self.settings(per_second, **overrides))
+        return await self.stub.calls()
+
+    async def dead_letters(self) -> list[Any]:
+        return await read_all(self.bootstrap, self.names.dlq)
+
+
+@pytest.fixture
+def bench(
+    kafka_bootstrap: str, cognito_stub: StubProcess, make_topic: TopicFactory, names: Names
+) -> Bench:
+    return Bench(kafka_bootstrap, cognito_stub, names, make_topic)
 
 
 @pytest.mark.timeout(120)
-async def test_calls_really_overlap_against_a_slow_cognito(
-    kafka_bootstrap: str, cognito_stub: StubProcess, make_topic: TopicFactory, names: Names
-) -> None:
-    await cognito_stub.configure(latency=200)
-    await backlog(kafka_bootstrap, names, make_topic, 200)
-    settings = settings_for(
-        kafka_bootstrap, cognito_stub.endpoint_url, names, rate={"per_second": 1000}
-    )
-    await run_in_process(settings)
-    stats = await cognito_stub.stats()
-    calls = await cognito_stub.calls()
+async def test_calls_really_overlap_against_a_slow_cognito(bench: Bench) -> None:
+    await bench.stub.configure(latency=200)
+    await bench.backlog(200)
+    calls = await bench.drain(per_second=1000)
+    stats = await bench.stub.stats()
     print(f"200 calls at 200 ms each: at most {stats.max_in_flight} in flight at the stub")
     assert len(calls) == 200
     assert all(c.result == "ok" for c in calls)
@@ -85,18 +109,12 @@ async def test_calls_really_overlap_against_a_slow_cognito(
 
 
 @pytest.mark.timeout(180)
-async def test_the_budget_is_held_and_used(
-    kafka_bootstrap: str, cognito_stub: StubProcess, make_topic: TopicFactory, names: Names
-) -> None:
-    await cognito_stub.configure(
+async def test_the_budget_is_held_and_used(bench: Bench) -> None:
+    await bench.stub.configure(
         quota_per_second=50, latency={"dist": "uniform", "min_ms": 5, "max_ms": 40}
     )
-    await backlog(kafka_bootstrap, names, make_topic, 1500)
-    settings = settings_for(
-        kafka_bootstrap, cognito_stub.endpoint_url, names, rate={"per_second": 50}
-    )
-    await run_in_process(settings)
-    calls = await cognito_stub.calls()
+    await bench.backlog(1500)
+    calls = await bench.drain(per_second=50)
     results = Counter(c.result for c in calls)
     busiest, rate = max_in_any_window(calls), rate_over(calls)
     print(
@@ -109,14 +127,9 @@ async def test_the_budget_is_held_and_used(
 
 
 @pytest.mark.timeout(180)
-async def test_two_workers_share_one_budget(
-    kafka_bootstrap: str, cognito_stub: StubProcess, make_topic: TopicFactory, names: Names
-) -> None:
-    await backlog(kafka_bootstrap, names, make_topic, 1000, partitions=6)
-    settings = settings_for(
-        kafka_bootstrap, cognito_stub.endpoint_url, names, rate={"per_second": 50}
-    )
-    workers = [Worker(settings, Metrics()) for _ in range(2)]
+async def test_two_workers_share_one_budget(bench: Bench) -> None:
+    await bench.backlog(1000, partitions=6)
+    workers = [Worker(bench.settings(per_second=50), Metrics()) for _ in range(2)]
     shares: list[list[float]] = [[], []]
 
     async def watch() -> None:
@@ -131,7 +144,7 @@ async def test_two_workers_share_one_budget(
     await workers[1].run(RunOptions(until_idle_seconds=3))
     await first
     watcher.cancel()
-    calls = await cognito_stub.calls()
+    calls = await bench.stub.calls()
     busiest = max_in_any_window(calls)
     print(
         f"two workers, budget 50/s: busiest second {busiest};"
@@ -144,16 +157,10 @@ async def test_two_workers_share_one_budget(
 
 
 @pytest.mark.timeout(180)
-async def test_others_using_the_quota_are_respected(
-    kafka_bootstrap: str, cognito_stub: StubProcess, make_topic: TopicFactory, names: Names
-) -> None:
-    await cognito_stub.configure(quota_per_second=30)
-    await backlog(kafka_bootstrap, names, make_topic, 900)
-    settings = settings_for(
-        kafka_bootstrap, cognito_stub.endpoint_url, names, rate={"per_second": 60}
-    )
-    await run_in_process(settings)
-    calls = await cognito_stub.calls()
+async def test_others_using_the_quota_are_respected(bench: Bench) -> None:
+    await bench.stub.configure(quota_per_second=30)
+    await bench.backlog(900)
+    calls = await bench.drain(per_second=60)
     ok = [c for c in calls if c.result == "ok"]
     throttled = [c for c in calls if c.result == "TooManyRequestsException"]
     share, rate = len(throttled) / len(calls), rate_over(ok)
@@ -161,56 +168,40 @@ async def test_others_using_the_quota_are_respected(
     assert len(ok) == 900
     assert share <= 0.10
     assert rate >= 0.8 * 30
-    assert await read_all(kafka_bootstrap, names.dlq) == []
+    assert await bench.dead_letters() == []
 
 
 @pytest.mark.timeout(240)
 async def test_an_outage_dead_letters_nothing_and_recovers_by_itself(
-    kafka_bootstrap: str,
-    cognito_stub: StubProcess,
-    make_topic: TopicFactory,
-    names: Names,
-    caplog: pytest.LogCaptureFixture,
+    bench: Bench, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="worker.consumer")
-    await backlog(kafka_bootstrap, names, make_topic, 1000)
-    await cognito_stub.configure(
+    await bench.backlog(1000)
+    await bench.stub.configure(
         outage_in_seconds=4, outage_seconds=20, outage_fault="InternalErrorException"
     )
-    settings = settings_for(
-        kafka_bootstrap, cognito_stub.endpoint_url, names, rate={"per_second": 60}
-    )
-    await run_in_process(settings)
-    calls = await cognito_stub.calls()
-    end = (await cognito_stub.config())["outage_end"]
+    calls = await bench.drain(per_second=60)
+    end = (await bench.stub.config())["outage_end"]
     failed = [c for c in calls if c.result != "ok"]
     after = [c for c in calls if c.result == "ok" and c.wall >= end]
     recovery, drained = min(c.wall for c in after) - end, max(c.wall for c in after) - end
     print(f"outage of 20 s: {len(failed)} failed attempts; first success {recovery:.2f}s after it")
     print(f"  ended; the remaining {len(after)} requests drained {drained:.1f}s after it ended")
     assert len({c.target for c in calls if c.result == "ok"}) == 1000
-    assert await read_all(kafka_bootstrap, names.dlq) == []
+    assert await bench.dead_letters() == []
     assert [r for r in caplog.records if r.getMessage() == "partitions revoked"] == []
     assert len([r for r in caplog.records if r.getMessage() == "partitions assigned"]) == 1
 
 
 @pytest.mark.timeout(120)
 async def test_one_poisoned_request_is_exhausted_and_nothing_else_is_affected(
-    kafka_bootstrap: str, cognito_stub: StubProcess, make_topic: TopicFactory, names: Names
+    bench: Bench,
 ) -> None:
-    tokens = await backlog(kafka_bootstrap, names, make_topic, 300)
+    tokens = await bench.backlog(300)
     poisoned = tokens[17]
-    await cognito_stub.configure(fail_targets={fingerprint(poisoned): "InternalErrorException"})
-    settings = settings_for(
-        kafka_bootstrap,
-        cognito_stub.endpoint_url,
-        names,
-        rate={"per_second": 100},
-        retry={"max_attempts": 5},
-    )
-    await run_in_process(settings)
-    dead = await read_all(kafka_bootstrap, names.dlq)
-    calls = await cognito_stub.calls()
+    await bench.stub.configure(fail_targets={fingerprint(poisoned): "InternalErrorException"})
+    calls = await bench.drain(per_second=100, retry={"max_attempts": 5})
+    dead = await bench.dead_letters()
     assert len(dead) == 1
     headers = headers_of(dead[0])
     assert headers["signout.error.reason"] == "retries_exhausted"
@@ -220,5 +211,6 @@ async def test_one_poisoned_request_is_exhausted_and_nothing_else_is_affected(
     per_target = Counter(c.target for c in calls)
     assert per_target[fingerprint(poisoned)] == 5
     assert sum(1 for t, n in per_target.items() if n == 1 and t != fingerprint(poisoned)) == 299
-    committed, ends = await committed_and_ends(kafka_bootstrap, names.group, names.topic)
+    names = bench.names
+    committed, ends = await committed_and_ends(bench.bootstrap, names.group, names.topic)
     assert committed == ends

@@ -34,8 +34,8 @@ def family_name(name: str, kind: str) -> str:
     return name.removesuffix("_total") if kind == "counter" else name
 
 
-def test_promtool_finds_no_problem_in_the_exposition(promtool: str) -> None:
-    text = exposition(exercised_metrics())
+def check_metrics(promtool: str, text: str) -> tuple[int, str]:
+    """`promtool check metrics` on an exposition: its exit code and everything it printed."""
     result = subprocess.run(
         [promtool, "check", "metrics"],
         input=text,
@@ -44,22 +44,20 @@ def test_promtool_finds_no_problem_in_the_exposition(promtool: str) -> None:
         timeout=60,
         check=False,
     )
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert (result.stdout + result.stderr).strip() == ""
+    return result.returncode, result.stdout + result.stderr
+
+
+def test_promtool_finds_no_problem_in_the_exposition(promtool: str) -> None:
+    code, output = check_metrics(promtool, exposition(exercised_metrics()))
+    assert code == 0, output
+    assert output.strip() == ""
 
 
 def test_promtool_check_metrics_does_report_lint_problems(promtool: str) -> None:
     """The check above is not vacuous: promtool flags a badly named counter."""
     bad = "# HELP requests Requests.\n# TYPE requests counter\nrequests 1\n"
-    result = subprocess.run(
-        [promtool, "check", "metrics"],
-        input=bad,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert 'counter metrics should have "_total" suffix' in result.stdout + result.stderr
+    _, output = check_metrics(promtool, bad)
+    assert 'counter metrics should have "_total" suffix' in output
 
 
 @pytest.mark.parametrize("name", sorted(CONTRACT))

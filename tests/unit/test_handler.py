@@ -168,14 +168,20 @@ def keys(targets: list[Target]) -> list[str]:
     return [t.key for t in targets]
 
 
-def _hold(entered: asyncio.Event, release: asyncio.Event) -> Callable[[], Awaitable[None]]:
-    """Keeps a call in flight: says it has begun, then waits to be released."""
+async def _held_in_flight(
+    h: Harness, event_id: str, release: asyncio.Event
+) -> asyncio.Task[Result]:
+    """Starts handling a token request whose call stays in flight until `release` is set."""
+    entered = asyncio.Event()
 
     async def hold() -> None:
         entered.set()
         await release.wait()
 
-    return hold
+    h.signer.during[TOKEN_KEY] = hold
+    task = asyncio.create_task(h.handle(token_request(event_id)))
+    await entered.wait()
+    return task
 
 
 # -- signed out --------------------------------------------------------------------------------
@@ -331,10 +337,8 @@ async def test_a_repeated_event_id_is_a_duplicate_without_a_call() -> None:
 
 async def test_an_event_in_flight_is_a_duplicate() -> None:
     h = harness()
-    entered, release = asyncio.Event(), asyncio.Event()
-    h.signer.during[TOKEN_KEY] = _hold(entered, release)
-    first = asyncio.create_task(h.handle(token_request("e-1")))
-    await entered.wait()
+    release = asyncio.Event()
+    first = await _held_in_flight(h, "e-1", release)
     second = await h.handle(token_request("e-1"))
     assert second.outcome is Outcome.DUPLICATE
     assert not first.done()
@@ -419,10 +423,7 @@ async def test_a_crashing_signer_releases_the_event() -> None:
 
 async def test_a_cancelled_record_releases_the_event() -> None:
     h = harness()
-    entered, never = asyncio.Event(), asyncio.Event()
-    h.signer.during[TOKEN_KEY] = _hold(entered, never)
-    task = asyncio.create_task(h.handle(token_request("e-1")))
-    await entered.wait()
+    task = await _held_in_flight(h, "e-1", asyncio.Event())
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task

@@ -2,59 +2,71 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from worker.settings import Settings, SettingsError, load_settings
 
 
+def value_of(settings: Settings, variable: str) -> Any:
+    """The value a SIGNOUT_* variable sets, e.g. SIGNOUT_KAFKA__TOPIC -> settings.kafka.topic."""
+    value: Any = settings
+    for part in variable.removeprefix("SIGNOUT_").lower().split("__"):
+        value = getattr(value, part)
+    return value
+
+
+CONTRACT_DEFAULTS = {  # contracts.md §5
+    "SIGNOUT_KAFKA__BOOTSTRAP_SERVERS": "localhost:9092",
+    "SIGNOUT_KAFKA__TOPIC": "signout.requests",
+    "SIGNOUT_KAFKA__GROUP_ID": "signout-worker",
+    "SIGNOUT_KAFKA__DLQ_TOPIC": "signout.requests.dlq",
+    "SIGNOUT_KAFKA__RESULTS_TOPIC": None,
+    "SIGNOUT_KAFKA__SECURITY_PROTOCOL": "PLAINTEXT",
+    "SIGNOUT_KAFKA__SASL_MECHANISM": None,
+    "SIGNOUT_COGNITO__REGION": "us-east-1",
+    "SIGNOUT_COGNITO__ENDPOINT_URL": None,
+    "SIGNOUT_COGNITO__ADMIN_ENABLED": True,
+    "SIGNOUT_COGNITO__TIMEOUT_SECONDS": 5,
+    "SIGNOUT_RATE__PER_SECOND": 20,
+    "SIGNOUT_MAX_IN_FLIGHT": 64,
+    "SIGNOUT_RETRY__MAX_ATTEMPTS": 10,
+    "SIGNOUT_HTTP__PORT": 8080,
+    "SIGNOUT_SHUTDOWN_TIMEOUT_SECONDS": 25,
+    "SIGNOUT_LOG__LEVEL": "INFO",
+    "SIGNOUT_LOG__FORMAT": "json",
+    "SIGNOUT_DLQ__REDACT_TOKENS": True,
+}
+
+OVERRIDES = {  # variable: (as set in the environment, as read)
+    "SIGNOUT_KAFKA__BOOTSTRAP_SERVERS": ("k1:9092,k2:9092", "k1:9092,k2:9092"),
+    "SIGNOUT_KAFKA__RESULTS_TOPIC": ("signout.results", "signout.results"),
+    "SIGNOUT_KAFKA__SECURITY_PROTOCOL": ("SASL_SSL", "SASL_SSL"),
+    "SIGNOUT_KAFKA__SASL_MECHANISM": ("SCRAM-SHA-512", "SCRAM-SHA-512"),
+    "SIGNOUT_COGNITO__ADMIN_ENABLED": ("false", False),
+    "SIGNOUT_COGNITO__ENDPOINT_URL": ("http://127.0.0.1:5000", "http://127.0.0.1:5000"),
+    "SIGNOUT_RATE__PER_SECOND": ("7.5", 7.5),
+    "SIGNOUT_MAX_IN_FLIGHT": ("8", 8),
+    "SIGNOUT_RETRY__MAX_ATTEMPTS": ("3", 3),
+    "SIGNOUT_DLQ__REDACT_TOKENS": ("false", False),
+    "SIGNOUT_LOG__FORMAT": ("console", "console"),
+}
+
+
 def test_defaults_match_the_contract() -> None:
     settings = load_settings()
-    assert settings.kafka.bootstrap_servers == "localhost:9092"
-    assert settings.kafka.topic == "signout.requests"
-    assert settings.kafka.group_id == "signout-worker"
-    assert settings.kafka.dlq_topic == "signout.requests.dlq"
-    assert settings.kafka.results_topic is None
-    assert settings.kafka.security_protocol == "PLAINTEXT"
-    assert settings.kafka.sasl_mechanism is None
-    assert settings.cognito.region == "us-east-1"
-    assert settings.cognito.endpoint_url is None
-    assert settings.cognito.admin_enabled is True
-    assert settings.cognito.timeout_seconds == 5
-    assert settings.rate.per_second == 20
-    assert settings.max_in_flight == 64
-    assert settings.retry.max_attempts == 10
-    assert settings.http.port == 8080
-    assert settings.shutdown_timeout_seconds == 25
-    assert settings.log.level == "INFO"
-    assert settings.log.format == "json"
-    assert settings.dlq.redact_tokens is True
+    assert {v: value_of(settings, v) for v in CONTRACT_DEFAULTS} == CONTRACT_DEFAULTS
 
 
 def test_environment_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("SIGNOUT_KAFKA__BOOTSTRAP_SERVERS", "k1:9092,k2:9092")
-    monkeypatch.setenv("SIGNOUT_KAFKA__RESULTS_TOPIC", "signout.results")
-    monkeypatch.setenv("SIGNOUT_KAFKA__SECURITY_PROTOCOL", "SASL_SSL")
-    monkeypatch.setenv("SIGNOUT_KAFKA__SASL_MECHANISM", "SCRAM-SHA-512")
-    monkeypatch.setenv("SIGNOUT_COGNITO__ADMIN_ENABLED", "false")
-    monkeypatch.setenv("SIGNOUT_COGNITO__ENDPOINT_URL", "http://127.0.0.1:5000")
-    monkeypatch.setenv("SIGNOUT_RATE__PER_SECOND", "7.5")
-    monkeypatch.setenv("SIGNOUT_MAX_IN_FLIGHT", "8")
-    monkeypatch.setenv("SIGNOUT_RETRY__MAX_ATTEMPTS", "3")
-    monkeypatch.setenv("SIGNOUT_DLQ__REDACT_TOKENS", "false")
-    monkeypatch.setenv("SIGNOUT_LOG__FORMAT", "console")
+    for variable, (raw, _) in OVERRIDES.items():
+        monkeypatch.setenv(variable, raw)
     monkeypatch.setenv("signout_http__port", "9090")  # names are case-insensitive
     settings = load_settings()
-    assert settings.kafka.bootstrap_servers == "k1:9092,k2:9092"
-    assert settings.kafka.results_topic == "signout.results"
-    assert settings.kafka.security_protocol == "SASL_SSL"
-    assert settings.kafka.sasl_mechanism == "SCRAM-SHA-512"
-    assert settings.cognito.admin_enabled is False
-    assert settings.cognito.endpoint_url == "http://127.0.0.1:5000"
-    assert settings.rate.per_second == 7.5
-    assert settings.max_in_flight == 8
-    assert settings.retry.max_attempts == 3
-    assert settings.dlq.redact_tokens is False
-    assert settings.log.format == "console"
+    assert {v: value_of(settings, v) for v in OVERRIDES} == {
+        v: r for v, (_, r) in OVERRIDES.items()
+    }
     assert settings.http.port == 9090
 
 
