@@ -14,21 +14,38 @@ from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from worker import __version__
+from worker.buffer import RecordBuffer
 from worker.cognito import CognitoSigner
+from worker.committer import Committer
 from worker.connection import client_options
-from worker.consumer import ConsumerLoop, consumer_options
+from worker.consumer import ConsumerLoop, LoopTimings
 from worker.deadletter import KafkaDeadLetters
 from worker.handler import Handler
 from worker.health import Health
 from worker.http import build_app, start_server
+from worker.lag import LagMeter
 from worker.metrics import Metrics
+from worker.offsets import OffsetTracker
 from worker.ratelimit import RateLimiter, partition_share
+from worker.rebalance import RebalanceListener
 from worker.settings import Settings
+from worker.source import KafkaSource, consumer_options
+from worker.window import RunRecord, Window
 
 log = logging.getLogger(__name__)
+
+# Fetched records waiting for a slot: enough to keep the window full between fetches, small
+# enough that a backlog of any size costs a few megabytes.
+BUFFER_RECORDS_PER_SLOT = 8
+BUFFER_MAX_BYTES = 8 * 1024 * 1024
+# The whole group waits for the slowest member's revocation: don't hold it longer than this.
+REVOKE_WAIT_SECONDS = 10.0
+# Of the shutdown budget, this much is kept for cancelling, the last commit and closing clients.
+CLOSE_RESERVE_SECONDS = 5.0
+CANCEL_WAIT_SECONDS = 2.0
 
 
 @dataclass
@@ -80,17 +97,74 @@ class Worker:
         sink = KafkaDeadLetters(producer, settings.kafka, redact=settings.dlq.redact_tokens)
         handler = Handler(settings, signer, sink, limiter, self.metrics)
         handler.on_attempt = self.health.progressed
-        consumer = AIOKafkaConsumer(**client_options(settings.kafka), **consumer_options(settings))
-        loop = ConsumerLoop(
-            settings, consumer, handler, self.metrics, self.health, self._share(limiter)
+        return await self._consume(stack, handler.handle, limiter)
+
+    async def _consume(
+        self,
+        stack: AsyncExitStack,
+        run: RunRecord,
+        limiter: RateLimiter,
+    ) -> ConsumerLoop:
+        settings = self.settings
+        buffer_records = settings.max_in_flight * BUFFER_RECORDS_PER_SLOT
+        consumer = AIOKafkaConsumer(
+            **client_options(settings.kafka), **consumer_options(settings.kafka, buffer_records)
         )
-        loop.subscribe()
+        source = KafkaSource(consumer)
+        tracker: OffsetTracker[TopicPartition] = OffsetTracker()
+        committer = Committer(
+            source,
+            tracker,
+            min_gap=settings.commit_interval_seconds,
+            on_committed=self.metrics.last_commit.set,
+        )
+
+        def finished(partition: TopicPartition) -> None:
+            committer.finished(partition)
+            self.health.record_finished()
+
+        buffer: RecordBuffer[TopicPartition] = RecordBuffer(buffer_records, BUFFER_MAX_BYTES)
+        window = Window(
+            settings.max_in_flight,
+            run,
+            tracker,
+            buffer,
+            on_size=self.metrics.inflight.set,
+            on_done=finished,
+        )
+        lag = LagMeter(source, tracker, self.metrics)
+        loop = ConsumerLoop(source, window, committer, lag, self.health, self._timings())
+
+        def joined() -> None:
+            loop.joined.set()
+            self.health.joined(True)
+
+        listener = RebalanceListener(
+            source,
+            window,
+            committer,
+            lag,
+            topics=[settings.kafka.topic],
+            revoke_wait=min(settings.shutdown_timeout_seconds, REVOKE_WAIT_SECONDS),
+            cancel_wait=CANCEL_WAIT_SECONDS,
+            on_assignment=self._share(limiter),
+            on_joined=joined,
+        )
+        source.subscribe([settings.kafka.topic], listener)
         await consumer.start()
         stack.push_async_callback(_quietly, "consumer", consumer.stop)
         return loop
 
+    def _timings(self) -> LoopTimings:
+        budget = self.settings.shutdown_timeout_seconds
+        reserve = min(CLOSE_RESERVE_SECONDS, budget / 5)
+        return LoopTimings(
+            drain_seconds=budget - reserve, cancel_seconds=min(CANCEL_WAIT_SECONDS, reserve / 2)
+        )
+
     def _share(self, limiter: RateLimiter) -> Callable[[int, int], None]:
         def on_assignment(assigned: int, total: int) -> None:
+            self.metrics.assigned_partitions.set(assigned)
             share = partition_share(self.settings.rate.per_second, assigned, total)
             limiter.set_ceiling(share)
             log.info("rate share", extra={"per_second": round(share, 3), "partitions": assigned})

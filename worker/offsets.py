@@ -92,6 +92,10 @@ class OffsetTracker(Generic[P]):
             if state is not None:
                 state.committed(offset)
 
+    def safe_offset(self, partition: P) -> int | None:
+        state = self._partitions.get(partition)
+        return None if state is None else state.safe_offset()
+
     def committed_offset(self, partition: P) -> int | None:
         state = self._partitions.get(partition)
         return None if state is None else state.last_committed
