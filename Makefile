@@ -9,7 +9,8 @@ TOOLS := .tools
 UV := $(TOOLS)/bin/uv
 VENV := .venv
 PY := $(VENV)/bin/python
-KAFKA := $(PYTHON) deploy/local/kafka_local.py
+# The broker launcher needs only the standard library: it runs before any virtualenv exists.
+KAFKA := $(PYTHON) -m devstack.broker
 # uv uses the machine's interpreter; it never downloads one.
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
@@ -39,7 +40,7 @@ lint: venv ## ruff (lint and format check)
 	$(VENV)/bin/ruff format --check .
 
 .PHONY: typecheck
-typecheck: venv ## mypy --strict on worker/
+typecheck: venv ## mypy --strict on worker/ and devstack/
 	$(VENV)/bin/mypy
 
 .PHONY: test
@@ -75,7 +76,7 @@ deploy-check: venv deploy-tools ## deployment checks only: manifests, Dockerfile
 
 .PHONY: demo
 demo: venv ## run the worker end to end on a local broker and Cognito emulator
-	$(PY) -m worker demo
+	$(PY) -m devstack.demo
 
 .PHONY: kafka-up
 kafka-up: ## start a local Kafka broker in the background; prints its bootstrap address last

@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from tests.stub.cognito_stub import StubProcess
-from worker.sandbox import MotoServer, Pool, seed_pool, start_broker
+from devstack import broker as local_broker
+from devstack.cognito_stub import StubProcess
+from devstack.moto import MotoServer, Pool, seed_pool
 
 # moto needs some credentials for the IAM-authorised admin calls; never real ones.
 os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
@@ -27,7 +28,8 @@ for _var in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ROLE_ARN", "AWS_WEB_IDENTI
 
 @pytest.fixture(scope="session")
 def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    broker = start_broker(tmp_path_factory.mktemp("kafka"))
+    # Started from pytest's main thread, so the broker dies with the test run.
+    broker = local_broker.start(tmp_path_factory.mktemp("kafka"), die_with_parent=True)
     try:
         yield str(broker.bootstrap)
     finally:

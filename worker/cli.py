@@ -1,4 +1,4 @@
-"""The `signout-worker` command (contracts.md §7): run | publish | schema | dlq replay | demo."""
+"""The `signout-worker` command (contracts.md §7): run | publish | schema | dlq replay."""
 
 from __future__ import annotations
 
@@ -38,11 +38,10 @@ def _parser() -> argparse.ArgumentParser:
     run.set_defaults(func=_run)
     schema = commands.add_parser("schema", help="print the JSON Schema of a sign-out request")
     schema.set_defaults(func=_schema)
-    from worker import publish
+    from worker import publish, replay
 
     publish.add_commands(commands)
-    demo = commands.add_parser("demo", help="end-to-end run on a local broker and emulator")
-    demo.set_defaults(func=_demo)
+    replay.add_commands(commands)
     return parser
 
 
@@ -58,9 +57,3 @@ def _run(args: argparse.Namespace) -> int:
 def _schema(args: argparse.Namespace) -> int:
     print(json.dumps(json_schema(), indent=2, sort_keys=True))
     return 0
-
-
-def _demo(args: argparse.Namespace) -> int:
-    from worker.demo import main as demo_main
-
-    return demo_main()

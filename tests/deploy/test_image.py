@@ -26,11 +26,12 @@ from typing import Any
 import pytest
 import yaml
 
+from devstack.moto import MotoServer
+from devstack.ports import free_port
 from tests.conftest import PoolFactory, TopicFactory
 from tests.deploy.conftest import K8S, REPO, find_tool
 from tests.deploy.dockerfile import parse
 from tests.integration.conftest import publish, read_all
-from worker.sandbox import MotoServer, free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 

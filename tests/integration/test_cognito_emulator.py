@@ -6,8 +6,8 @@ import pytest
 from aiobotocore.session import get_session
 from botocore.exceptions import ClientError
 
+from devstack.moto import client_kwargs
 from tests.conftest import PoolFactory
-from worker.sandbox import client_kwargs
 
 
 async def test_global_sign_out_succeeds_once_then_the_token_is_refused(

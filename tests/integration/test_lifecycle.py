@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from devstack.moto import MotoServer, Pool
 from tests.conftest import PoolFactory, TopicFactory
 from tests.integration.conftest import (
     Names,
@@ -27,7 +28,6 @@ from tests.integration.conftest import (
     read_all,
     settings_for,
 )
-from worker.sandbox import MotoServer, Pool
 from worker.settings import Settings
 
 REQUESTS = 300

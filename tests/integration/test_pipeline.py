@@ -16,6 +16,7 @@ import pytest
 from aiobotocore.session import get_session
 from botocore.exceptions import ClientError
 
+from devstack.moto import MotoServer, Pool, client_kwargs
 from tests.conftest import PoolFactory
 from tests.contract import DLQ_HEADERS
 from tests.integration.conftest import (
@@ -29,7 +30,6 @@ from tests.integration.conftest import (
 )
 from worker.events import fingerprint
 from worker.logs import configure
-from worker.sandbox import MotoServer, Pool, client_kwargs
 
 TRACEPARENT = b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 

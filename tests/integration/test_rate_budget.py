@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from devstack.cognito_stub import Call, StubProcess, fingerprint, make_token
 from tests.conftest import TopicFactory
 from tests.integration.conftest import (
     Names,
@@ -26,7 +27,6 @@ from tests.integration.conftest import (
     run_in_process,
     settings_for,
 )
-from tests.stub.cognito_stub import Call, StubProcess, fingerprint, make_token
 from worker.app import RunOptions, Worker
 from worker.metrics import Metrics
 from worker.settings import Settings

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from tests.integration.conftest import Names, publish, read_all
-from worker.publish import replay
+from worker.replay import replay
 from worker.settings import KafkaSettings
 
 

@@ -20,12 +20,12 @@ import aiohttp
 import pytest
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
 
+from devstack.cognito_stub import StubProcess, make_token
+from devstack.ports import free_port
 from tests.conftest import TopicFactory
 from tests.integration.conftest import Names, publish, settings_for
 from tests.observability.conftest import Probe, eventually, running_worker
-from tests.stub.cognito_stub import StubProcess, make_token
 from worker.metrics import Metrics
-from worker.sandbox import free_port
 
 
 class HoldRebalance(ConsumerRebalanceListener):  # type: ignore[misc]

@@ -22,13 +22,14 @@ import aiohttp
 import pytest
 from aiobotocore.session import get_session
 
+from devstack.cognito_stub import StubProcess, make_token
+from devstack.moto import client_kwargs
+from devstack.ports import free_port
 from tests.conftest import TopicFactory
 from tests.integration.conftest import Names, publish, settings_for
 from tests.observability.conftest import Probe, eventually, running_worker
 from tests.observability.promql import RULES, alert_rules, concrete, dashboard_exprs
-from tests.stub.cognito_stub import StubProcess, make_token
 from worker.metrics import Metrics
-from worker.sandbox import client_kwargs, free_port
 
 NAMESPACE, POD, JOB = "test", "worker-0", "signout-worker"
 POOL = "us-east-1_observability"

@@ -14,9 +14,9 @@ and start nothing".
 
 CLI::
 
-    python3 deploy/local/kafka_local.py up     [--state-dir DIR]   # bootstrap is the last line
-    python3 deploy/local/kafka_local.py down   [--state-dir DIR]
-    python3 deploy/local/kafka_local.py status [--state-dir DIR]
+    python3 -m devstack.broker up     [--state-dir DIR]   # bootstrap is the last line
+    python3 -m devstack.broker down   [--state-dir DIR]
+    python3 -m devstack.broker status [--state-dir DIR]
 
 API (the caller stops what it starts; there is no atexit hook)::
 
@@ -54,7 +54,7 @@ START_ATTEMPTS = 3
 HOST = "127.0.0.1"
 
 HERE = Path(__file__).resolve().parent
-REPO_ROOT = HERE.parent.parent
+REPO_ROOT = HERE.parent
 DEFAULT_STATE_DIR = REPO_ROOT / ".kafka"
 POM = HERE / "pom.xml"
 TEMPLATE = HERE / "server.properties.template"

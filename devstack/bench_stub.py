@@ -1,6 +1,6 @@
 """Throughput of the Cognito stub against one aiobotocore client.
 
-    .venv/bin/python -m tests.stub.bench_stub --concurrency 64 --seconds 5 [--admin]
+    .venv/bin/python -m devstack.bench_stub --concurrency 64 --seconds 5 [--admin]
         [--config-json '{"latency": 20}']
 
 Prints requests/s seen by the client and the stub process's CPU time per request (Linux /proc),
@@ -22,7 +22,7 @@ from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 from botocore.exceptions import BotoCoreError, ClientError
 
-from tests.stub.cognito_stub import StubProcess, make_token
+from devstack.cognito_stub import StubProcess, make_token
 
 
 def _cpu_seconds(pid: int) -> float:

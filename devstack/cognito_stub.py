@@ -2,8 +2,8 @@
 
 Runs as its own process and prints its base URL as the FIRST line on stdout:
 
-    python tests/stub/cognito_stub.py --port 0 [--config FILE] [--config-json JSON]
-    python -m tests.stub.cognito_stub --port 0 --quota 25 --latency-ms 40
+    python devstack/cognito_stub.py --port 0 [--config FILE] [--config-json JSON]
+    python -m devstack.cognito_stub --port 0 --quota 25 --latency-ms 40
 
 Cognito surface (JSON 1.1 protocol, what botocore sends and parses):
     POST /  with `X-Amz-Target: AWSCognitoIdentityProviderService.GlobalSignOut` and body

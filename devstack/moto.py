@@ -1,57 +1,28 @@
-"""The local stack for `demo` and the tests: a real Kafka broker and a Cognito emulator.
+"""Moto's Cognito emulator in server mode, and user pools seeded with real access tokens.
 
-The broker comes from `deploy/local/kafka_local.py` (Maven Central jars, KRaft, loopback), or from
-`KAFKA_BOOTSTRAP_SERVERS` when set. The emulator is moto in server mode, in its own process. A pool
-is seeded with confirmed users and real access tokens through the same aiobotocore client as the
-worker. Everything started here is stopped by `close()`.
+The emulator runs in its own process on a free loopback port. A pool is seeded with confirmed
+users and real access tokens through the same aiobotocore client as the worker. Everything
+started here is stopped by `stop()`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import os
-import socket
 import subprocess
 import sys
 import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 from aiobotocore.session import get_session
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-LAUNCHER = REPO_ROOT / "deploy" / "local" / "kafka_local.py"
+from devstack.ports import free_port
+
 REGION = "us-east-1"  # moto looks up unsigned GlobalSignOut calls in us-east-1
 PASSWORD = "Demo-Passw0rd!"  # noqa: S105 - throwaway users in a local emulator
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _launcher() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("kafka_local", LAUNCHER)
-    if spec is None or spec.loader is None or not LAUNCHER.exists():
-        raise RuntimeError(f"the broker launcher is missing: {LAUNCHER}")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("kafka_local", module)
-    spec.loader.exec_module(module)
-    return module
-
-
-def start_broker(state_dir: Path) -> Any:
-    """A `kafka_local.Broker` (external when KAFKA_BOOTSTRAP_SERVERS is set).
-
-    Call it from the main thread: the broker is tied to the starting thread's life, so a killed
-    test run or demo never leaves a JVM behind.
-    """
-    return _launcher().start(state_dir, die_with_parent=True)
 
 
 class MotoServer:
@@ -62,9 +33,7 @@ class MotoServer:
         self.endpoint_url = f"http://127.0.0.1:{self.port}"
         command = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)]
         with open(log_path or os.devnull, "ab") as out:
-            self._proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module
-                command, stdout=out, stderr=out, start_new_session=True
-            )
+            self._proc = subprocess.Popen(command, stdout=out, stderr=out, start_new_session=True)
         self._wait_ready()
 
     def _wait_ready(self, timeout: float = 30.0) -> None:

@@ -9,7 +9,6 @@ import signal
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
@@ -23,7 +22,8 @@ from botocore.exceptions import (
     ReadTimeoutError,
 )
 
-from tests.stub.cognito_stub import (
+from devstack import cognito_stub
+from devstack.cognito_stub import (
     ADMIN_SIGN_OUT,
     CONTENT_TYPE,
     GLOBAL_SIGN_OUT,
@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from types_aiobotocore_cognito_idp import CognitoIdentityProviderClient
 
 POOL = "us-east-1_StubPool"
-STUB_FILE = str(Path(__file__).with_name("cognito_stub.py"))
+STUB_FILE = cognito_stub.__file__
 
 
 def _client_config(read_timeout: float = 5.0) -> AioConfig:

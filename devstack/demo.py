@@ -1,4 +1,4 @@
-"""`signout-worker demo`: the whole product on a local stack, in about a minute.
+"""`make demo`: the whole product on a local stack, in about a minute.
 
 Starts a real Kafka broker and the Cognito emulator, seeds a user pool with real tokens, publishes
 a mixed batch of requests, runs the worker with a one-line-per-second progress display, and ends
@@ -12,6 +12,7 @@ import base64
 import json
 import logging
 import os
+import sys
 import time
 import uuid
 from collections import Counter
@@ -23,13 +24,15 @@ from aiobotocore.session import get_session
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from devstack import broker
+from devstack.moto import MotoServer, Pool, client_kwargs, seed_pool
 from worker.app import RunOptions, Worker
 from worker.logs import configure
 from worker.metrics import Metrics
-from worker.sandbox import REPO_ROOT, MotoServer, Pool, client_kwargs, seed_pool, start_broker
 from worker.settings import Settings
 
-STATE = REPO_ROOT / ".demo"
+REPO_ROOT = broker.REPO_ROOT
+STATE = REPO_ROOT / ".demo"  # in the work tree, gitignored
 PARTITIONS = 3
 
 
@@ -73,13 +76,14 @@ async def run_demo() -> int:
 async def _start_stack(stack: AsyncExitStack) -> tuple[str, MotoServer]:
     _say("starting a local Kafka broker (the first run downloads its jars from Maven Central)")
     started = time.monotonic()
-    broker = start_broker(STATE / "kafka")  # main thread: the broker dies with this process
-    stack.callback(broker.stop)
-    _say(f"broker ready at {broker.bootstrap} in {time.monotonic() - started:.1f}s")
+    # Main thread: the broker dies with this process, even after kill -9.
+    kafka = broker.start(STATE / "kafka", die_with_parent=True)
+    stack.callback(kafka.stop)
+    _say(f"broker ready at {kafka.bootstrap} in {time.monotonic() - started:.1f}s")
     moto = await asyncio.to_thread(MotoServer, STATE / "moto.log")
     stack.callback(moto.stop)
     _say(f"Cognito emulator (moto) ready at {moto.endpoint_url}")
-    return str(broker.bootstrap), moto
+    return str(kafka.bootstrap), moto
 
 
 def _settings(bootstrap: str, endpoint_url: str) -> Settings:
@@ -285,3 +289,7 @@ def _what(value: bytes) -> str:
 def _say(text: str) -> None:
     """The demo's console display (stdout); the worker's own log goes to .demo/worker.log."""
     print(text, flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
