@@ -1,0 +1,148 @@
+"""The window: at most `capacity` records at once, fed from the buffer, settled with deadlines."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from aiokafka import TopicPartition
+
+from tests.unit.fake_kafka import record
+from worker.buffer import RecordBuffer
+from worker.offsets import OffsetTracker
+from worker.records import Record
+from worker.window import Window, settle
+
+P0 = TopicPartition("t", 0)
+P1 = TopicPartition("t", 1)
+
+
+class Gate:
+    """Runs records until released; remembers what ran."""
+
+    def __init__(self) -> None:
+        self.started: list[tuple[int, int]] = []
+        self.release: dict[tuple[int, int], asyncio.Event] = {}
+
+    async def run(self, rec: Record) -> object:
+        key = (rec.partition, rec.offset)
+        self.started.append(key)
+        await self.release.setdefault(key, asyncio.Event()).wait()
+        return key
+
+    def finish(self, partition: int, offset: int) -> None:
+        self.release.setdefault((partition, offset), asyncio.Event()).set()
+
+
+def make_window(gate: Gate, capacity: int = 2) -> tuple[Window, OffsetTracker[TopicPartition]]:
+    tracker: OffsetTracker[TopicPartition] = OffsetTracker()
+    buffer: RecordBuffer[TopicPartition] = RecordBuffer(100, 1 << 20)
+    return Window(capacity, gate.run, tracker, buffer), tracker
+
+
+async def settle_loop() -> None:
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+async def test_starts_at_most_capacity_and_the_next_as_soon_as_one_finishes() -> None:
+    gate = Gate()
+    window, tracker = make_window(gate)
+    window.offer([record(0, o) for o in range(4)])
+    await settle_loop()
+    assert gate.started == [(0, 0), (0, 1)]
+    assert len(window.buffer) == 2
+    gate.finish(0, 1)
+    await settle_loop()
+    assert gate.started == [(0, 0), (0, 1), (0, 2)]
+    assert tracker.safe_offset(P0) == 0  # offset 0 still runs: nothing past it is safe
+
+
+async def test_partitions_take_turns_from_the_buffer() -> None:
+    gate = Gate()
+    window, _ = make_window(gate, capacity=4)
+    window.offer([record(0, o) for o in range(3)] + [record(1, o) for o in range(3)])
+    await settle_loop()
+    assert sorted(gate.started) == [(0, 0), (0, 1), (1, 0), (1, 1)]
+
+
+async def test_settle_cancels_after_the_wait_and_gives_up_on_a_task_that_ignores_it() -> None:
+    stubborn_started = asyncio.Event()
+
+    async def stubborn() -> None:
+        stubborn_started.set()
+        while True:
+            try:
+                await asyncio.sleep(10)
+            except asyncio.CancelledError:
+                continue  # ignores cancellation: settle must still return at its deadline
+
+    async def polite() -> None:
+        await asyncio.sleep(10)
+
+    tasks = [asyncio.create_task(stubborn()), asyncio.create_task(polite())]
+    await stubborn_started.wait()
+    left = await asyncio.wait_for(settle(tasks, wait=0.05, cancel_wait=0.05), timeout=5)
+    assert left == 1
+    assert tasks[1].cancelled()
+    tasks[0].cancel()
+    tasks[0].get_loop().call_soon(lambda: None)
+    # Clean up the stubborn task for real: break its loop by cancelling its sleep's owner.
+    for _ in range(3):
+        tasks[0].cancel()
+        await asyncio.sleep(0)
+
+
+async def test_a_cancelled_record_is_never_marked_done() -> None:
+    gate = Gate()
+    window, tracker = make_window(gate)
+    window.offer([record(0, 0), record(0, 1)])
+    await settle_loop()
+    gate.finish(0, 1)
+    await settle_loop()
+    left = await settle(window.close(), wait=0.01, cancel_wait=1.0)
+    assert left == 0
+    assert tracker.safe_offset(P0) == 0  # offset 0 was cancelled: redelivered, not committed
+
+
+async def test_revoke_drops_buffered_records_and_late_finishers_do_not_count() -> None:
+    gate = Gate()
+    window, tracker = make_window(gate, capacity=1)
+    window.offer([record(0, 0), record(0, 1), record(1, 0)])
+    await settle_loop()
+    tasks = window.revoke([P0])
+    assert len(window.buffer) == 1  # P0's buffered offset 1 dropped, P1's kept
+    tracker.forget(P0)
+    tracker.start(P0, 0)  # the partition comes back and offset 0 starts anew
+    gate.finish(0, 0)  # the old task of the earlier assignment finishes late
+    await asyncio.wait(tasks)
+    await settle_loop()
+    assert tracker.pending(P0) == 1  # the new attempt at offset 0 is not marked done by the old one
+
+
+async def test_closing_starts_nothing_more() -> None:
+    gate = Gate()
+    window, _ = make_window(gate, capacity=1)
+    window.offer([record(0, 0), record(0, 1)])
+    await settle_loop()
+    tasks = window.close()
+    gate.finish(0, 0)
+    await asyncio.wait(tasks)
+    await settle_loop()
+    assert gate.started == [(0, 0)]
+
+
+@pytest.mark.parametrize("capacity", [1, 3])
+async def test_the_window_never_holds_more_than_its_capacity(capacity: int) -> None:
+    gate = Gate()
+    sizes: list[int] = []
+    tracker: OffsetTracker[TopicPartition] = OffsetTracker()
+    buffer: RecordBuffer[TopicPartition] = RecordBuffer(100, 1 << 20)
+    window = Window(capacity, gate.run, tracker, buffer, on_size=sizes.append)
+    window.offer([record(0, o) for o in range(10)])
+    for offset in range(10):
+        await settle_loop()
+        gate.finish(0, offset)
+    await settle_loop()
+    assert max(sizes) == capacity
+    assert tracker.safe_offset(P0) == 10
