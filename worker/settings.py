@@ -3,7 +3,7 @@
 A bad value stops start-up with one line naming the variable (`SettingsError`), exit code 2.
 Every number has a finite, sane range: an infinite rate or timeout would silently switch a
 safeguard off. What only the cluster can tell (topics exist, credentials work) is checked by
-`worker.kafkacheck` once connected.
+`worker.startup` once connected.
 """
 
 from __future__ import annotations
