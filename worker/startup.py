@@ -160,7 +160,7 @@ def _refusal(exc: Exception, host: str, port: int, kafka: KafkaSettings) -> str:
         )
     if isinstance(exc, ssl.SSLError) or _closed_on_hello(exc):
         raise StartupError(
-            f"kafka: {at} closed the connection during the handshake: does it speak "
+            f"kafka: {at} closed the connection during the handshake: not a "
             f"{kafka.security_protocol} listener? (SIGNOUT_KAFKA__SECURITY_PROTOCOL)"
         )
     if isinstance(exc, errors.UnsupportedSaslMechanismError):
