@@ -21,6 +21,8 @@ CLI::
 API (the caller stops what it starts; there is no atexit hook)::
 
     broker = start(Path(tmp), version=None)   # -> Broker(bootstrap, pid, log_path, ...)
+    broker = start(Path(tmp), secured=True)   # also SASL_PLAINTEXT (PLAIN) and SSL listeners:
+    # broker.sasl_bootstrap / broker.ssl_bootstrap / broker.ca_file, user SASL_USER/SASL_PASSWORD
     broker.stop()
 """
 
@@ -73,6 +75,11 @@ _JVM_OPTS = (
     "-Djava.awt.headless=true",
 )
 _BIND_ERRORS = ("Address already in use", "BindException", "Failed to bind")
+
+# The secured listeners' fixed test identity (loopback-only throwaway brokers).
+SASL_USER = "alice"
+SASL_PASSWORD = "alice-secret"  # noqa: S105 - a test broker's fixed user
+_KEYSTORE_PASSWORD = "kafka-local"  # noqa: S105 - a throwaway self-signed key
 
 PID_FILE = "broker.pid"
 BOOTSTRAP_FILE = "bootstrap"
@@ -336,6 +343,10 @@ class Broker:
         self.log_path = log_path
         self.state_dir = state_dir
         self._proc = proc
+        # Set only by ``start(..., secured=True)``.
+        self.sasl_bootstrap: str | None = None
+        self.ssl_bootstrap: str | None = None
+        self.ca_file: Path | None = None
 
     def __repr__(self) -> str:
         return f"Broker(bootstrap={self.bootstrap!r}, pid={self.pid}, log_path={self.log_path})"
@@ -417,6 +428,46 @@ def _render_properties(state_dir: Path, port: int, controller_port: int) -> Path
     return path
 
 
+_GENKEY = (
+    *("-genkeypair", "-alias", "broker", "-keyalg", "RSA", "-keysize", "2048", "-validity", "30"),
+    *("-dname", "CN=localhost", "-ext", "SAN=ip:127.0.0.1,dns:localhost", "-storetype", "PKCS12"),
+)
+
+
+def _secure_listeners(
+    properties: Path, port: int, controller_port: int, sasl: int, ssl: int
+) -> Path:
+    """Add SASL_PLAINTEXT (PLAIN) and SSL listeners; later keys override the template's."""
+    state_dir = properties.parent
+    keystore, ca_file = state_dir / "broker.p12", state_dir / "ca.pem"
+    keytool = [_tool("keytool"), "-storepass", _KEYSTORE_PASSWORD, "-keystore", str(keystore)]
+    keystore.unlink(missing_ok=True)
+    subprocess.run(
+        [*keytool, *_GENKEY, "-keypass", _KEYSTORE_PASSWORD], capture_output=True, check=True
+    )
+    export = ["-exportcert", "-rfc", "-alias", "broker", "-file", str(ca_file)]
+    subprocess.run([*keytool, *export], capture_output=True, check=True)
+    users = f'username="{SASL_USER}" password="{SASL_PASSWORD}" user_{SASL_USER}="{SASL_PASSWORD}"'
+    served = f"PLAINTEXT://{HOST}:{port},SASL_PLAINTEXT://{HOST}:{sasl},SSL://{HOST}:{ssl}"
+    lines = [
+        "# Secured listeners (start(secured=True))",
+        f"listeners={served},CONTROLLER://{HOST}:{controller_port}",
+        f"advertised.listeners={served}",
+        "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,"
+        "SASL_PLAINTEXT:SASL_PLAINTEXT,SSL:SSL",
+        "sasl.enabled.mechanisms=PLAIN",
+        "listener.name.sasl_plaintext.plain.sasl.jaas.config="
+        f"org.apache.kafka.common.security.plain.PlainLoginModule required {users};",
+        f"ssl.keystore.location={keystore}",
+        "ssl.keystore.type=PKCS12",
+        f"ssl.keystore.password={_KEYSTORE_PASSWORD}",
+        f"ssl.key.password={_KEYSTORE_PASSWORD}",
+    ]
+    with properties.open("a") as out:
+        out.write("\n" + "\n".join(lines) + "\n")
+    return ca_file
+
+
 def _java_base(version: str, libs: Path, state_dir: Path) -> list[str]:
     if uses_log4j2(version):
         logging_opt = f"-Dlog4j2.configurationFile={LOG4J2_CONFIG}"
@@ -496,11 +547,16 @@ def _prepare_state_dir(state_dir: Path) -> None:
         (state_dir / name).unlink(missing_ok=True)
 
 
-def _attempt(version: str, libs: Path, state_dir: Path, die_with_parent: bool) -> Broker | None:
+def _attempt(
+    version: str, libs: Path, state_dir: Path, die_with_parent: bool, secured: bool = False
+) -> Broker | None:
     """One start on fresh ports and fresh data; None means "ports were taken, try again"."""
     _prepare_state_dir(state_dir)
-    port, controller_port = _free_ports(2)
+    port, controller_port, *secure_ports = _free_ports(4 if secured else 2)
     properties = _render_properties(state_dir, port, controller_port)
+    ca_file = (
+        _secure_listeners(properties, port, controller_port, *secure_ports) if secured else None
+    )
     java = _java_base(version, libs, state_dir)
     _format_storage(java, properties)
     began = time.monotonic()
@@ -519,7 +575,11 @@ def _attempt(version: str, libs: Path, state_dir: Path, die_with_parent: bool) -
             f"Kafka {version} ready at {bootstrap} in {time.monotonic() - began:.1f}s "
             f"(pid {proc.pid}, log {state_dir / 'logs' / 'server.log'})"
         )
-        return Broker(bootstrap, proc.pid, state_dir / "logs" / "server.log", state_dir, proc)
+        broker = Broker(bootstrap, proc.pid, state_dir / "logs" / "server.log", state_dir, proc)
+        if ca_file is not None:
+            broker.sasl_bootstrap, broker.ssl_bootstrap = (f"{HOST}:{p}" for p in secure_ports)
+            broker.ca_file = ca_file
+        return broker
     details = _logs_text(state_dir)
     terminate(proc.pid, proc, timeout=5.0)
     (state_dir / PID_FILE).unlink(missing_ok=True)
@@ -529,13 +589,21 @@ def _attempt(version: str, libs: Path, state_dir: Path, die_with_parent: bool) -
     raise KafkaLocalError(f"Kafka {version} failed to start: {problem}\n{details}")
 
 
-def start(state_dir: Path, version: str | None = None, *, die_with_parent: bool = False) -> Broker:
+def start(
+    state_dir: Path,
+    version: str | None = None,
+    *,
+    die_with_parent: bool = False,
+    secured: bool = False,
+) -> Broker:
     """Start a fresh single-node broker whose files live under ``state_dir``.
 
     Honours ``KAFKA_BOOTSTRAP_SERVERS`` (returns an external ``Broker`` whose ``stop()`` is a
     no-op) and returns the broker already running in ``state_dir`` if there is one.
     ``die_with_parent`` (Linux) SIGTERMs the broker when the *thread* that started it exits;
     only use it from a long-lived thread such as the main thread of a test session.
+    ``secured`` also opens a SASL_PLAINTEXT (PLAIN, user ``SASL_USER``) and an SSL listener
+    (self-signed key made with ``keytool``; its certificate is ``broker.ca_file``).
     """
     external = _external_bootstrap()
     if external:
@@ -551,7 +619,7 @@ def start(state_dir: Path, version: str | None = None, *, die_with_parent: bool 
             return existing
         stop(state_dir)  # a broker left half-started by a launcher that died
         for _ in range(START_ATTEMPTS):
-            broker = _attempt(version, libs, state_dir, die_with_parent)
+            broker = _attempt(version, libs, state_dir, die_with_parent, secured)
             if broker is not None:
                 return broker
     raise KafkaLocalError(f"could not bind free ports after {START_ATTEMPTS} attempts")

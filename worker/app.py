@@ -31,8 +31,10 @@ from worker.metrics import Metrics
 from worker.offsets import OffsetTracker
 from worker.ratelimit import RateLimiter, partition_share
 from worker.rebalance import RebalanceListener
+from worker.repeats import collapsed
 from worker.settings import Settings
 from worker.source import KafkaSource, consumer_options
+from worker.startup import Deadline, bounded, check_cluster
 from worker.window import RunRecord, Window
 
 log = logging.getLogger(__name__)
@@ -75,9 +77,28 @@ class Worker:
         async with AsyncExitStack() as stack:
             stack.push_async_callback(self._log_stopped, started)
             await self._serve_http(stack)
-            loop = await self._build(stack, options)
-            await loop.run(self.stop, options.until_idle_seconds)
+            loop = await self._start_checked(stack, options)
+            if loop is not None:
+                await loop.run(self.stop, options.until_idle_seconds)
             self.health.stopping()
+
+    async def _start_checked(
+        self, stack: AsyncExitStack, options: RunOptions
+    ) -> ConsumerLoop | None:
+        """Cluster check, then the start calls, within one deadline; None if stopped meanwhile.
+
+        Runs after the HTTP server is up, so /readyz answers 503 (not "connection refused")
+        while a slow cluster is checked. StartupError (one line, an exit code) ends the run.
+        """
+        kafka = self.settings.kafka
+        deadline = Deadline(self.settings.startup_timeout_seconds)
+        with collapsed():
+            # The check keeps the deadline itself, to say what it was waiting for.
+            await bounded(check_cluster(kafka, kafka.topics(), deadline), self.stop, None)
+            if self.stop.is_set():
+                return None
+            built = self._build(stack, options)
+            return await bounded(built, self.stop, deadline, "kafka: starting the clients")
 
     async def _build(self, stack: AsyncExitStack, options: RunOptions) -> ConsumerLoop:
         settings = self.settings

@@ -48,10 +48,15 @@ def _parser() -> argparse.ArgumentParser:
 def _run(args: argparse.Namespace) -> int:
     from worker.app import RunOptions, run_worker
     from worker.logs import configure
+    from worker.startup import StartupError
 
     settings = load_settings()
     configure(settings.log.level, settings.log.format)
-    return asyncio.run(run_worker(settings, RunOptions(until_idle_seconds=args.until_idle)))
+    try:
+        return asyncio.run(run_worker(settings, RunOptions(until_idle_seconds=args.until_idle)))
+    except StartupError as exc:  # its one line is the whole story: no traceback
+        print(f"signout-worker: {exc}", file=sys.stderr)
+        return exc.exit_code
 
 
 def _schema(args: argparse.Namespace) -> int:

@@ -1,61 +1,169 @@
 """Configuration from the environment (contracts.md §5): prefix `SIGNOUT_`, sections nested by `__`.
 
 A bad value stops start-up with one line naming the variable (`SettingsError`), exit code 2.
+Every number has a finite, sane range: an infinite rate or timeout would silently switch a
+safeguard off. What only the cluster can tell (topics exist, credentials work) is checked by
+`worker.startup` once connected.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+import os
+import re
+from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, Field, SecretStr, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from pydantic_settings import SettingsError as SourceError
 
 ENV_PREFIX = "SIGNOUT_"
 NESTING = "__"
+HOUR = 3600.0
+
+# Kafka's own rule for topic names; "." and ".." are reserved.
+_TOPIC = re.compile(r"[a-zA-Z0-9._-]{1,249}")
+# host:port with a DNS name, an IPv4 address or a bracketed IPv6 address.
+_BROKER = re.compile(r"(?:[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\]):(\d{1,5})")
+# us-east-1, eu-central-1, ap-southeast-2, and partitions such as us-gov-west-1 or cn-north-1.
+_REGION = re.compile(r"[a-z]{2}(?:-[a-z]+)+-\d+")
+_PASSWORD_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+
+
+def _topic_name(value: str) -> str:
+    if not _TOPIC.fullmatch(value) or value in (".", ".."):
+        raise ValueError(
+            "not a valid Kafka topic name (1-249 characters of a-z A-Z 0-9 . _ -, not . or ..)"
+        )
+    return value
+
+
+def _bootstrap_list(value: str) -> str:
+    for entry in value.split(","):
+        match = _BROKER.fullmatch(entry.strip())
+        if match is None or not 1 <= int(match.group(1)) <= 65535:
+            raise ValueError(
+                f"{entry.strip()!r} is not host:port (comma-separated, no scheme, port 1-65535)"
+            )
+    return value
+
+
+def _region(value: str) -> str:
+    if not _REGION.fullmatch(value):
+        raise ValueError("not an AWS Region name such as us-east-1")
+    return value
+
+
+def _endpoint_url(value: str) -> str:
+    parts = urlsplit(value)
+    try:
+        port_ok = parts.port is None or parts.port > 0
+    except ValueError:
+        port_ok = False
+    shaped = parts.scheme in ("http", "https") and bool(parts.hostname) and port_ok
+    if not shaped or parts.username is not None or parts.query or parts.fragment or " " in value:
+        raise ValueError("not an http(s)://host[:port][/path] URL (no credentials, no query)")
+    return value
+
+
+def _readable_file(value: str) -> str:
+    if not os.path.isfile(value) or not os.access(value, os.R_OK):
+        raise ValueError("no readable file at that path")
+    return value
+
+
+TopicName = Annotated[str, AfterValidator(_topic_name)]
+Region = Annotated[str, AfterValidator(_region)]
 
 
 class KafkaSettings(BaseModel):
-    bootstrap_servers: str = Field("localhost:9092", min_length=1)
-    topic: str = Field("signout.requests", min_length=1)
+    bootstrap_servers: Annotated[str, AfterValidator(_bootstrap_list)] = "localhost:9092"
+    topic: TopicName = "signout.requests"
     group_id: str = Field("signout-worker", min_length=1)
-    dlq_topic: str = Field("signout.requests.dlq", min_length=1)
-    results_topic: str | None = None
+    dlq_topic: TopicName = "signout.requests.dlq"
+    results_topic: TopicName | None = None
     client_id: str = "signout-worker"
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"] | None = None
-    sasl_username: str | None = None
-    sasl_password: SecretStr | None = None
-    ssl_cafile: str | None = None
+    sasl_username: str | None = Field(None, validate_default=True)
+    sasl_password: SecretStr | None = Field(None, validate_default=True)
+    ssl_cafile: Annotated[str, AfterValidator(_readable_file)] | None = None
     # OAUTHBEARER means Amazon MSK with IAM: tokens are signed with the pod's AWS credentials.
-    msk_iam_region: str | None = None
-    session_timeout_ms: int = Field(45_000, ge=6_000)
-    max_poll_interval_ms: int = Field(300_000, ge=10_000)
+    msk_iam_region: Region | None = None
+    # Brokers accept 6 s to 5 min by default (group.min/max.session.timeout.ms).
+    session_timeout_ms: int = Field(45_000, ge=6_000, le=300_000)
+    max_poll_interval_ms: int = Field(300_000, ge=10_000, le=3_600_000)
+
+    @field_validator("dlq_topic", "results_topic")
+    @classmethod
+    def _not_the_source(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is not None and value == info.data.get("topic"):
+            raise ValueError("must differ from SIGNOUT_KAFKA__TOPIC")
+        return value
+
+    @field_validator("sasl_username", "sasl_password")
+    @classmethod
+    def _needed_by_sasl(
+        cls, value: str | SecretStr | None, info: ValidationInfo
+    ) -> str | SecretStr | None:
+        protocol = info.data.get("security_protocol", "")
+        mechanism = info.data.get("sasl_mechanism") or "PLAIN"
+        needed = protocol.startswith("SASL") and mechanism in _PASSWORD_MECHANISMS
+        empty = value is None or not (
+            value.get_secret_value() if isinstance(value, SecretStr) else value
+        )
+        if needed and empty:
+            raise ValueError(f"required by {protocol} with {mechanism}")
+        return value
+
+    @field_validator("max_poll_interval_ms")
+    @classmethod
+    def _not_below_session(cls, value: int, info: ValidationInfo) -> int:
+        session = info.data.get("session_timeout_ms")
+        if session is not None and value < session:
+            raise ValueError("must not be below SIGNOUT_KAFKA__SESSION_TIMEOUT_MS")
+        return value
+
+    def topics(self) -> dict[str, str]:
+        """Every topic the worker reads or writes, by the variable that names it."""
+        named = {"SIGNOUT_KAFKA__TOPIC": self.topic, "SIGNOUT_KAFKA__DLQ_TOPIC": self.dlq_topic}
+        if self.results_topic is not None:
+            named["SIGNOUT_KAFKA__RESULTS_TOPIC"] = self.results_topic
+        return named
 
 
 class CognitoSettings(BaseModel):
-    region: str = Field("us-east-1", min_length=1)
-    endpoint_url: str | None = None
+    region: Region = "us-east-1"
+    endpoint_url: Annotated[str, AfterValidator(_endpoint_url)] | None = None
     admin_enabled: bool = True
-    timeout_seconds: float = Field(5.0, gt=0)
+    timeout_seconds: float = Field(5.0, gt=0, le=300, allow_inf_nan=False)
 
 
 class RateSettings(BaseModel):
     # For ALL replicas together; Cognito's UserUpdate quota is 25 RPS per account and Region.
-    per_second: float = Field(20.0, gt=0)
-    burst: float = Field(1.0, ge=1)
+    per_second: float = Field(20.0, gt=0, le=10_000, allow_inf_nan=False)
+    # Calls that may go out back to back after an idle spell; large values defeat the budget.
+    burst: float = Field(1.0, ge=1, le=100, allow_inf_nan=False)
 
 
 class RetrySettings(BaseModel):
-    max_attempts: int = Field(10, ge=1)
-    base_delay_seconds: float = Field(0.2, gt=0)
-    max_delay_seconds: float = Field(10.0, gt=0)
+    max_attempts: int = Field(10, ge=1, le=1_000)
+    base_delay_seconds: float = Field(0.2, gt=0, le=HOUR, allow_inf_nan=False)
+    max_delay_seconds: float = Field(10.0, gt=0, le=HOUR, allow_inf_nan=False)
 
 
 class DedupSettings(BaseModel):
     # A request decided before a sign-out of the same target completed is covered by it.
-    window_seconds: float = Field(300.0, ge=0)
-    max_entries: int = Field(100_000, ge=1)
+    window_seconds: float = Field(300.0, ge=0, le=24 * HOUR, allow_inf_nan=False)
+    max_entries: int = Field(100_000, ge=1, le=10_000_000)
 
 
 class DlqSettings(BaseModel):
@@ -67,8 +175,8 @@ class HttpSettings(BaseModel):
     host: str = "0.0.0.0"  # noqa: S104 - the metrics/probe port must be reachable in a pod
     port: int = Field(8080, ge=0, le=65535)
     # /healthz fails when the loop has not polled, or has had a backlog without progress, this long.
-    poll_stall_seconds: float = Field(60.0, gt=0)
-    progress_stall_seconds: float = Field(120.0, gt=0)
+    poll_stall_seconds: float = Field(60.0, gt=0, le=HOUR, allow_inf_nan=False)
+    progress_stall_seconds: float = Field(120.0, gt=0, le=HOUR, allow_inf_nan=False)
 
 
 class LogSettings(BaseModel):
@@ -93,8 +201,10 @@ class Settings(BaseSettings):
     http: HttpSettings = HttpSettings()
     log: LogSettings = LogSettings()
     max_in_flight: int = Field(64, ge=1, le=10_000)
-    shutdown_timeout_seconds: float = Field(25.0, gt=0)
-    commit_interval_seconds: float = Field(1.0, gt=0)
+    shutdown_timeout_seconds: float = Field(25.0, gt=0, le=HOUR, allow_inf_nan=False)
+    commit_interval_seconds: float = Field(1.0, gt=0, le=60, allow_inf_nan=False)
+    # Connecting, authenticating and finding the topics; past it the worker exits 1.
+    startup_timeout_seconds: float = Field(30.0, gt=0, le=600, allow_inf_nan=False)
 
 
 class SettingsError(Exception):
@@ -117,4 +227,5 @@ def _one_line(exc: ValidationError) -> str:
     first = exc.errors()[0]
     path = [str(part) for part in first["loc"]]
     variable = ENV_PREFIX + NESTING.join(path).upper()
-    return f"invalid setting {variable}: {first['msg']}"
+    message = " ".join(str(first["msg"]).removeprefix("Value error, ").split())
+    return f"invalid setting {variable}: {message}"

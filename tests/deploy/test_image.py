@@ -147,12 +147,13 @@ async def test_image_signs_out_and_stops_cleanly_on_sigterm(
     pool = await make_pool(2)
     topic = await make_topic("image", partitions=2)
     results = await make_topic("image-results")
+    dlq = await make_topic("image-dlq")
     port = free_port()
     env = runtime_environment(image_venv, tmp_path) | {
         "SIGNOUT_KAFKA__BOOTSTRAP_SERVERS": kafka_bootstrap,
         "SIGNOUT_KAFKA__TOPIC": topic,
         "SIGNOUT_KAFKA__GROUP_ID": f"image-{uuid.uuid4().hex[:8]}",
-        "SIGNOUT_KAFKA__DLQ_TOPIC": f"{topic}.dlq",
+        "SIGNOUT_KAFKA__DLQ_TOPIC": dlq,
         "SIGNOUT_KAFKA__RESULTS_TOPIC": results,
         "SIGNOUT_COGNITO__ENDPOINT_URL": moto_server.endpoint_url,
         "SIGNOUT_COGNITO__REGION": "us-east-1",

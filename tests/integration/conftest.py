@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from worker.app import RunOptions, Worker
 from worker.metrics import Metrics
@@ -33,9 +33,19 @@ class Names:
 
 
 @pytest.fixture
-def names() -> Names:
+async def names(kafka_bootstrap: str) -> Names:
+    """Fresh names, their topics created: the worker checks they exist and never creates them."""
     run = uuid.uuid4().hex[:10]
-    return Names(f"req-{run}", f"req-{run}.dlq", f"req-{run}.results", f"group-{run}")
+    named = Names(f"req-{run}", f"req-{run}.dlq", f"req-{run}.results", f"group-{run}")
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics(
+            [NewTopic(name, 1, 1) for name in (named.topic, named.dlq, named.results)]
+        )
+    finally:
+        await admin.close()
+    return named
 
 
 def settings_for(bootstrap: str, endpoint_url: str, names: Names, **overrides: Any) -> Settings:
