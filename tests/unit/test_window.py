@@ -56,6 +56,7 @@ async def test_starts_at_most_capacity_and_the_next_as_soon_as_one_finishes() ->
     await settle_loop()
     assert gate.started == [(0, 0), (0, 1), (0, 2)]
     assert tracker.safe_offset(P0) == 0  # offset 0 still runs: nothing past it is safe
+    await settle(window.close(), 0, 1)
 
 
 async def test_partitions_take_turns_from_the_buffer() -> None:
@@ -64,6 +65,7 @@ async def test_partitions_take_turns_from_the_buffer() -> None:
     window.offer([record(0, o) for o in range(3)] + [record(1, o) for o in range(3)])
     await settle_loop()
     assert sorted(gate.started) == [(0, 0), (0, 1), (1, 0), (1, 1)]
+    await settle(window.close(), 0, 1)
 
 
 async def test_settle_cancels_after_the_wait_and_gives_up_on_a_task_that_ignores_it() -> None:
@@ -71,11 +73,10 @@ async def test_settle_cancels_after_the_wait_and_gives_up_on_a_task_that_ignores
 
     async def stubborn() -> None:
         stubborn_started.set()
-        while True:
-            try:
-                await asyncio.sleep(10)
-            except asyncio.CancelledError:
-                continue  # ignores cancellation: settle must still return at its deadline
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            await asyncio.sleep(10)  # ignores the first cancellation: settle must still return
 
     async def polite() -> None:
         await asyncio.sleep(10)
@@ -85,12 +86,8 @@ async def test_settle_cancels_after_the_wait_and_gives_up_on_a_task_that_ignores
     left = await asyncio.wait_for(settle(tasks, wait=0.05, cancel_wait=0.05), timeout=5)
     assert left == 1
     assert tasks[1].cancelled()
-    tasks[0].cancel()
-    tasks[0].get_loop().call_soon(lambda: None)
-    # Clean up the stubborn task for real: break its loop by cancelling its sleep's owner.
-    for _ in range(3):
-        tasks[0].cancel()
-        await asyncio.sleep(0)
+    tasks[0].cancel()  # a second cancellation ends it
+    await asyncio.wait(tasks)
 
 
 async def test_a_cancelled_record_is_never_marked_done() -> None:
@@ -118,6 +115,7 @@ async def test_revoke_drops_buffered_records_and_late_finishers_do_not_count() -
     await asyncio.wait(tasks)
     await settle_loop()
     assert tracker.pending(P0) == 1  # the new attempt at offset 0 is not marked done by the old one
+    await settle(window.close(), 0, 1)
 
 
 async def test_closing_starts_nothing_more() -> None:
@@ -143,6 +141,6 @@ async def test_the_window_never_holds_more_than_its_capacity(capacity: int) -> N
     for offset in range(10):
         await settle_loop()
         gate.finish(0, offset)
-    await settle_loop()
+    await asyncio.wait_for(asyncio.gather(*window.tasks()), timeout=5)
     assert max(sizes) == capacity
     assert tracker.safe_offset(P0) == 10
