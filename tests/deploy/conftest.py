@@ -31,7 +31,7 @@ TOOL_DIRS = (REPO / ".tools" / "bin", REPO / ".tools" / "validate" / "bin")
 SECRET_PLACEHOLDER = "value-of-a-secret-key"
 
 
-def find_tool(name: str) -> Path:
+def find_tool(name: str, install: str = "make deploy-tools") -> Path:
     """The tool's path; skips the test when it is missing (fails it on CI)."""
     for directory in TOOL_DIRS:
         if (directory / name).is_file():
@@ -39,7 +39,7 @@ def find_tool(name: str) -> Path:
     found = shutil.which(name)
     if found:
         return Path(found)
-    message = f"{name} is not installed: run `make deploy-tools`"
+    message = f"{name} is not installed: run `{install}`"
     if os.environ.get("CI", "").lower() == "true":
         pytest.fail(message)
     pytest.skip(message)

@@ -49,6 +49,7 @@ BASE_CONFIG = [
     "ENV LANG=C.UTF-8",
     'CMD ["python3"]',
 ]
+APT = "apt-get install buildah podman runc mmdebstrap"
 PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy")
 
 
@@ -76,7 +77,7 @@ def checked(args: list[str | Path], timeout: float = 120) -> str:
 
 def stand_in_base(podman: Path) -> str:
     """The stand-in base in podman's store; its rootfs is built only when the cache lacks it."""
-    find_tool("mmdebstrap")
+    find_tool("mmdebstrap", install=APT)
     key = hashlib.sha256(RECIPE.read_bytes() + "\n".join(BASE_CONFIG).encode()).hexdigest()[:16]
     tag = f"localhost/signout-worker-python-base:{key}"
     if run([podman, "image", "exists", tag]).returncode == 0:
@@ -100,9 +101,10 @@ def ca_bundle() -> Path | None:
     return None
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def podman() -> Path:
-    return find_tool("podman")
+    """podman's path (session-scoped so a missing podman skips before the broker starts)."""
+    return find_tool("podman", install=APT)
 
 
 @pytest.fixture(scope="module")
@@ -114,11 +116,13 @@ def build_seconds() -> dict[str, float]:
 @pytest.fixture(scope="module")
 def image(podman: Path, build_seconds: dict[str, float]) -> str:
     """The Dockerfile built with buildah on the stand-in base (layers cached between runs)."""
-    buildah = find_tool("buildah")
+    buildah = find_tool("buildah", install=APT)
     started = time.monotonic()
     base = stand_in_base(podman)
     args: list[str | Path] = [buildah, "build", *RUNTIME, *ULIMITS, "--format", "docker"]
     args += ["--layers", "--build-arg", f"PYTHON_IMAGE={base}", "--tag", IMAGE]
+    # The host's network: pip and uv reach PyPI without container network plugins.
+    args += ["--network", "host"]
     bundle = ca_bundle()
     if bundle:
         args += ["--secret", f"id=ca,src={bundle}"]
