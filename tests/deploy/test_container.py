@@ -218,14 +218,14 @@ def containers() -> Iterator[list[Container]]:
 
 
 def worker_environment(
-    kafka_bootstrap: str, endpoint: Endpoint, topic: str, results: str, port: int
+    kafka_bootstrap: str, endpoint: Endpoint, topics: dict[str, str], port: int
 ) -> dict[str, str]:
     return {
         "SIGNOUT_KAFKA__BOOTSTRAP_SERVERS": kafka_bootstrap,
-        "SIGNOUT_KAFKA__TOPIC": topic,
+        "SIGNOUT_KAFKA__TOPIC": topics["requests"],
         "SIGNOUT_KAFKA__GROUP_ID": f"container-{uuid.uuid4().hex[:8]}",
-        "SIGNOUT_KAFKA__DLQ_TOPIC": f"{topic}.dlq",
-        "SIGNOUT_KAFKA__RESULTS_TOPIC": results,
+        "SIGNOUT_KAFKA__DLQ_TOPIC": topics["dlq"],
+        "SIGNOUT_KAFKA__RESULTS_TOPIC": topics["results"],
         "SIGNOUT_COGNITO__ENDPOINT_URL": endpoint.endpoint_url,
         "SIGNOUT_COGNITO__REGION": "us-east-1",
         "SIGNOUT_HTTP__HOST": "127.0.0.1",
@@ -249,8 +249,9 @@ async def test_container_signs_out_and_stops_cleanly_on_sigterm(
     pool = await make_pool(2)
     topic = await make_topic("container", partitions=2)
     results = await make_topic("container-results")
+    topics = {"requests": topic, "results": results, "dlq": await make_topic("container-dlq")}
     port = free_port()
-    env = worker_environment(kafka_bootstrap, moto_server, topic, results, port)
+    env = worker_environment(kafka_bootstrap, moto_server, topics, port)
     container = Container(podman, image, env)
     containers.append(container)
 
