@@ -4,7 +4,11 @@
 #   docker build --build-arg PYTHON_IMAGE=python:3.11.14-slim-bookworm@sha256:<digest> .
 # The builder installs the locked dependencies and the project's wheel into /opt/venv through
 # deploy/docker/install.sh (the test suite runs the same script); the runtime stage copies only
-# that virtualenv: no compiler, no uv, no build or download caches.
+# that virtualenv: no compiler, no uv, no pip, no build or download caches.
+#
+# Behind a TLS-intercepting proxy, hand the build your CA bundle as a secret: it is mounted for the
+# install steps only and never stored in a layer:
+#   docker build --secret id=ca,src=/etc/ssl/certs/ca-certificates.crt .
 ARG PYTHON_IMAGE=python:3.11.14-slim-bookworm
 #checkov:skip=CKV_DOCKER_7:the base is a fixed tag (or a digest) passed in the PYTHON_IMAGE build arg
 
@@ -16,15 +20,17 @@ WORKDIR /src
 # uv, pinned by version and hash; it never runs in the final image.
 COPY deploy/docker/build-tools.txt deploy/docker/build-constraints.txt deploy/docker/install.sh \
      deploy/docker/
-RUN pip install --no-cache-dir --require-hashes --requirement deploy/docker/build-tools.txt
+RUN --mount=type=secret,id=ca sh deploy/docker/install.sh tools
 # Dependencies first, in their own layer: it is rebuilt only when the lock changes.
 COPY pyproject.toml uv.lock ./
-RUN sh deploy/docker/install.sh deps /opt/venv
+RUN --mount=type=secret,id=ca sh deploy/docker/install.sh deps /opt/venv
 COPY README.md ./
 COPY worker/ worker/
-RUN sh deploy/docker/install.sh project /opt/venv
+RUN --mount=type=secret,id=ca sh deploy/docker/install.sh project /opt/venv
 
 FROM ${PYTHON_IMAGE}
+# The base's own pip and setuptools: nothing installs at runtime, so nothing to install with.
+RUN python -m pip uninstall --quiet --yes --root-user-action=ignore pip setuptools wheel
 ARG VERSION=0.1.0
 LABEL org.opencontainers.image.title="signout-worker" \
       org.opencontainers.image.description="Signs compromised users out of Amazon Cognito from Kafka requests" \

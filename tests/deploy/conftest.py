@@ -1,4 +1,5 @@
-"""Fixtures for the deployment checks: the offline tools, and the rendered kustomize overlays.
+"""Fixtures for the deployment checks: the offline tools, the rendered kustomize overlays, and what
+the image tests share (the base pod spec, a GET on the worker's port, polling).
 
 The tools live in `.tools/` (`make deploy-tools`): kustomize in .tools/bin, checkov, hadolint and
 kubernetes-validate in the .tools/validate virtualenv. A missing tool skips its tests, except on CI
@@ -7,11 +8,14 @@ kubernetes-validate in the .tools/validate virtualenv. A missing tool skips its 
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import os
 import shutil
 import subprocess
-from collections.abc import Callable
+import urllib.error
+import urllib.request
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -27,7 +31,7 @@ TOOL_DIRS = (REPO / ".tools" / "bin", REPO / ".tools" / "validate" / "bin")
 SECRET_PLACEHOLDER = "value-of-a-secret-key"
 
 
-def find_tool(name: str) -> Path:
+def find_tool(name: str, install: str = "make deploy-tools") -> Path:
     """The tool's path; skips the test when it is missing (fails it on CI)."""
     for directory in TOOL_DIRS:
         if (directory / name).is_file():
@@ -35,7 +39,7 @@ def find_tool(name: str) -> Path:
     found = shutil.which(name)
     if found:
         return Path(found)
-    message = f"{name} is not installed: run `make deploy-tools`"
+    message = f"{name} is not installed: run `{install}`"
     if os.environ.get("CI", "").lower() == "true":
         pytest.fail(message)
     pytest.skip(message)
@@ -45,6 +49,37 @@ def run(args: list[str | Path], **kwargs: Any) -> subprocess.CompletedProcess[st
     return subprocess.run(
         [str(a) for a in args], capture_output=True, text=True, timeout=300, check=False, **kwargs
     )
+
+
+def base_pod() -> dict[str, Any]:
+    """The base Deployment's pod spec: what a pod of the image gets."""
+    deployment = yaml.safe_load((K8S / "base" / "deployment.yaml").read_text())
+    pod: dict[str, Any] = deployment["spec"]["template"]["spec"]
+    return pod
+
+
+def memory_limit_mib() -> float:
+    limit = base_pod()["containers"][0]["resources"]["limits"]["memory"]
+    assert limit.endswith("Mi"), limit
+    return float(limit[:-2])
+
+
+def http_get(port: int, path: str) -> tuple[int, str]:
+    """Status and body of a GET on the worker's HTTP port (errors as their status)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=3) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+async def wait_until(predicate: Callable[[], Awaitable[bool]], within: float, what: str) -> None:
+    try:
+        async with asyncio.timeout(within):
+            while not await predicate():  # noqa: ASYNC110 - polls a process and a topic
+                await asyncio.sleep(0.3)
+    except TimeoutError:
+        pytest.fail(f"timed out after {within}s waiting for {what}")
 
 
 def load_generator() -> ModuleType:

@@ -22,6 +22,13 @@ class Instruction:
             raise ValueError(f"{self.keyword} is not in exec form: {self.args}")
         return value
 
+    def command(self) -> str:
+        """A RUN's shell command, without its leading options (`--mount=...`)."""
+        words = self.args.split(" ")
+        while words and words[0].startswith("--"):
+            words.pop(0)
+        return " ".join(words)
+
 
 @dataclass
 class Stage:

@@ -17,19 +17,24 @@ import re
 import signal
 import subprocess
 import sys
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from devstack.moto import MotoServer
 from devstack.ports import free_port
 from tests.conftest import PoolFactory, TopicFactory
-from tests.deploy.conftest import K8S, REPO, find_tool
+from tests.deploy.conftest import (
+    REPO,
+    base_pod,
+    find_tool,
+    http_get,
+    memory_limit_mib,
+    wait_until,
+)
 from tests.deploy.dockerfile import parse
 from tests.integration.conftest import publish, read_all
 
@@ -43,8 +48,9 @@ def image_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """/opt/venv of the image, built by the Dockerfile's own RUN steps."""
     uv = find_tool("uv")
     venv = tmp_path_factory.mktemp("image") / "opt-venv"
-    steps = [i.args for i in parse().stage("builder").all("RUN") if "install.sh" in i.args]
-    assert len(steps) == 2, steps
+    runs = [i.command() for i in parse().stage("builder").all("RUN")]
+    steps = [run for run in runs if re.search(r"install\.sh (deps|project) ", run)]
+    assert len(steps) == 2, runs
     env = {**os.environ, "UV": str(uv), "PYTHON": sys.executable}
     env.pop("VIRTUAL_ENV", None)
     for step in steps:
@@ -62,26 +68,6 @@ def runtime_environment(venv: Path, home: Path) -> dict[str, str]:
     env["PATH"] = env["PATH"].replace("$PATH", "/usr/local/bin:/usr/bin:/bin")
     env["HOME"] = str(home)
     return env
-
-
-def base_pod() -> dict[str, Any]:
-    deployment = yaml.safe_load((K8S / "base" / "deployment.yaml").read_text())
-    pod: dict[str, Any] = deployment["spec"]["template"]["spec"]
-    return pod
-
-
-def memory_limit_mib() -> float:
-    limit = base_pod()["containers"][0]["resources"]["limits"]["memory"]
-    assert limit.endswith("Mi"), limit
-    return float(limit[:-2])
-
-
-def http_get(port: int, path: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=3) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
 
 
 class ImageProcess:
@@ -124,15 +110,6 @@ def processes() -> Iterator[list[ImageProcess]]:
     yield started
     for process in started:
         process.kill()
-
-
-async def wait_until(predicate: Any, within: float, what: str) -> None:
-    try:
-        async with asyncio.timeout(within):
-            while not await predicate():  # noqa: ASYNC110 - polls a process and a topic
-                await asyncio.sleep(0.3)
-    except TimeoutError:
-        pytest.fail(f"timed out after {within}s waiting for {what}")
 
 
 async def test_image_signs_out_and_stops_cleanly_on_sigterm(
