@@ -14,13 +14,13 @@ from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer
 
 from worker import __version__
 from worker.cognito import CognitoSigner
 from worker.connection import client_options
 from worker.consumer import ConsumerLoop, consumer_options
-from worker.deadletter import KafkaDeadLetters
+from worker.deadletter import KafkaDeadLetters, kafka_producers
 from worker.handler import Handler
 from worker.health import Health
 from worker.http import build_app, start_server
@@ -72,14 +72,25 @@ class Worker:
         signer = await stack.enter_async_context(
             CognitoSigner(settings.cognito, self.metrics, settings.max_in_flight)
         )
-        producer = AIOKafkaProducer(
-            **client_options(settings.kafka), acks="all", enable_idempotence=True, linger_ms=5
+        sink = await stack.enter_async_context(
+            KafkaDeadLetters(
+                kafka_producers(settings.kafka),
+                settings.kafka,
+                redact=settings.dlq.redact_tokens,
+                metrics=self.metrics,
+                health=_DeadLetterLog(),
+            )
         )
-        await producer.start()
-        stack.push_async_callback(_quietly, "producer", producer.stop)
-        sink = KafkaDeadLetters(producer, settings.kafka, redact=settings.dlq.redact_tokens)
-        handler = Handler(settings, signer, sink, limiter, self.metrics)
-        handler.on_attempt = self.health.progressed
+        handler = Handler(
+            signer,
+            sink,
+            limiter,
+            self.metrics,
+            retry=settings.retry,
+            dedup=settings.dedup,
+            admin_enabled=settings.cognito.admin_enabled,
+            progress=self.health,
+        )
         consumer = AIOKafkaConsumer(**client_options(settings.kafka), **consumer_options(settings))
         loop = ConsumerLoop(
             settings, consumer, handler, self.metrics, self.health, self._share(limiter)
@@ -126,6 +137,22 @@ def _warn_about_stall_settings(settings: Settings) -> None:
             "longest backoff: /healthz may fail during a Cognito outage",
             extra={"progress_stall_seconds": settings.http.progress_stall_seconds},
         )
+
+
+class _DeadLetterLog:
+    """DLQ health as log lines on each change (readiness does not follow it yet)."""
+
+    def __init__(self) -> None:
+        self._failing = False
+
+    def dead_letters_failing(self, failing: bool) -> None:
+        if failing != self._failing:
+            self._failing = failing
+            log.log(
+                logging.ERROR if failing else logging.INFO,
+                "dead-letter writes failing: %s",
+                failing,
+            )
 
 
 async def _quietly(name: str, close: Callable[[], Awaitable[None]]) -> None:

@@ -51,7 +51,7 @@ def _run(args: argparse.Namespace) -> int:
     from worker.logs import configure
 
     settings = load_settings()
-    configure(settings.log.level, settings.log.format)
+    configure(settings.log.level, settings.log.format, wire_debug=settings.log.wire_debug)
     return asyncio.run(run_worker(settings, RunOptions(until_idle_seconds=args.until_idle)))
 
 

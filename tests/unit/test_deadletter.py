@@ -12,9 +12,10 @@ from pydantic import SecretStr
 from tests.contract import DLQ_HEADERS
 from tests.unit.fakes import make_jwt
 from worker import __version__
-from worker.deadletter import Outgoing, dead_letter_record, redact_value, result_record
+from worker.deadletter import Outgoing, dead_letter_record, result_record
 from worker.errors import LOCAL_CODE, Outcome, PermanentError, Reason, classify
-from worker.events import AdminTarget, SignOutRequest, TokenTarget, decode, fingerprint
+from worker.events import AdminTarget, SignOutRequest, TokenTarget, decode
+from worker.redaction import fingerprint
 from worker.records import Record, Result
 
 TOKEN = make_jwt(exp=1_700_003_600)
@@ -204,18 +205,6 @@ def test_a_result_without_an_error_uses_the_local_code() -> None:
     assert headers["signout.error.code"] == LOCAL_CODE
     assert headers["signout.error.message"] == ""
     assert headers["signout.attempts"] == "0"
-
-
-def test_redact_value() -> None:
-    assert redact_value(None) is None
-    assert redact_value(b"garbage") == b"garbage"
-    assert redact_value(b'{"access_token": 5}') == b'{"access_token": 5}'
-    redacted = redact_value(json.dumps({"access_token": TOKEN, "username": "zoë"}).encode())
-    assert redacted is not None
-    assert json.loads(redacted) == {
-        "access_token": "redacted:" + fingerprint(TOKEN),
-        "username": "zoë",
-    }
 
 
 # -- results -----------------------------------------------------------------------------------
