@@ -1,5 +1,5 @@
-"""In-memory fakes for the seams (`Signer`, `DeadLetterSink`, `Limiter`, `Progress`, DLQ producers and
-health), clocks and JWTs.
+"""In-memory fakes for the seams (`Signer`, `DeadLetterSink`, `Limiter`, `Progress`, the DLQ
+producers and their health), clocks and JWTs.
 
 Each fake records what it was asked to do so that tests can assert on calls, and none waits for
 real time: sleeps only record the delay (and advance a fake clock when given one).
@@ -233,10 +233,16 @@ class FakeProducer:
         error = self.broker.verdict(self, sent, size)
         if error is None:
             self.broker.log.append(sent)
-            delivery.set_result(None)
-        else:
-            delivery.set_exception(error)
+        # Acknowledged a moment later, as over the network: other sends can queue meanwhile.
+        asyncio.get_running_loop().call_soon(_settle, delivery, error)
         return delivery
+
+
+def _settle(delivery: asyncio.Future[None], error: Exception | None) -> None:
+    if error is None:
+        delivery.set_result(None)
+    else:
+        delivery.set_exception(error)
 
 
 class FakeBroker:

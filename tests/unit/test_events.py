@@ -268,6 +268,22 @@ def test_exp_within_the_skew_passes(behind: float) -> None:
     preflight(make_jwt(exp=NOW - behind), NOW)
 
 
+@pytest.mark.parametrize(
+    "token",
+    [
+        make_jwt(exp=float("nan")),
+        make_jwt(exp=float("inf")),
+        make_jwt(exp=float("-inf")),
+        make_jwt(exp=10**400),
+        TOKEN[:-2] + "\ud800x",  # a lone surrogate: no header could carry it
+        TOKEN + "\u00e9",
+    ],
+    ids=["nan", "inf", "-inf", "huge-int", "surrogate", "non-ascii"],
+)
+def test_tokens_no_call_could_carry_are_token_invalid(token: str) -> None:
+    assert _refused(token).reason is Reason.TOKEN_INVALID
+
+
 def test_the_skew_is_thirty_seconds() -> None:
     assert CLOCK_SKEW_SECONDS == 30.0
 

@@ -155,7 +155,7 @@ def test_scrub_removes_a_short_jwt_shape_inside_other_text() -> None:
 
 
 _TOKENISH = st.text(alphabet="abcXYZ019_-+/=. \n:ü\ud800", max_size=300)
-# Secrets made of characters that "<redacted>" does not contain, so a replacement cannot rebuild one.
+# Secrets of characters "<redacted>" lacks, so that no replacement can rebuild one.
 _SECRETS = st.lists(st.text(alphabet="XYZ019", min_size=1, max_size=8), max_size=3)
 _JWT_SHAPE = re.compile(r"[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}\.")
 
