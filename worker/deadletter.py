@@ -41,6 +41,9 @@ VALUE_DROPPED = "signout.error.value_dropped"
 REPLAYABLE = frozenset({Reason.RETRIES_EXHAUSTED, Reason.INTERNAL_ERROR})
 # The broker (or the client, against max_request_size) will never take this record as it is.
 TOO_LARGE = (MessageSizeTooLargeError, RecordListTooLargeError, RecordTooLargeError)
+# The value of a dead letter written without its own: empty, not null (aiokafka refuses a record
+# with neither key nor value, and a null value is a tombstone on a compacted topic).
+NO_VALUE = b""
 # How long a replaced producer may take to stop before it is abandoned.
 STOP_TIMEOUT_SECONDS = 5.0
 
@@ -54,12 +57,12 @@ class Outgoing:
 
     def without_value(self) -> Outgoing:
         """The same dead letter without its value, saying so; the coordinates still find it."""
-        return replace(self, value=None, headers=(*self.headers, (VALUE_DROPPED, b"true")))
+        return replace(self, value=NO_VALUE, headers=(*self.headers, (VALUE_DROPPED, b"true")))
 
     def bare(self) -> Outgoing:
         """Only the worker's own headers: what is left when even the key or headers are too big."""
         ours = tuple((k, v) for k, v in self.headers if _is_ours(k))
-        return replace(self, key=None, value=None, headers=ours)
+        return replace(self, key=None, value=NO_VALUE, headers=ours)
 
 
 def _is_ours(name: str) -> bool:
@@ -92,7 +95,7 @@ def minimal_dead_letter(
     message = "dead letter could not be built"
     ours = _ours(record, result, group_id, now, INTERNAL_CODE, message)
     ours[VALUE_DROPPED] = "true"
-    return Outgoing(topic, None, None, tuple((k, utf8(v)) for k, v in ours.items()))
+    return Outgoing(topic, None, NO_VALUE, tuple((k, utf8(v)) for k, v in ours.items()))
 
 
 def _ours(

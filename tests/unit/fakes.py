@@ -225,6 +225,9 @@ class FakeProducer:
         timestamp_ms: int | None = None,
         headers: list[tuple[str, bytes]] | None = None,
     ) -> Awaitable[Any]:
+        assert key is not None or value is not None, (
+            "Need at least one: key or value"
+        )  # as aiokafka
         sent = Sent(topic, key, value, list(headers or []))
         size = len(value or b"") + len(key or b"") + sum(len(k) + len(v) for k, v in sent.headers)
         if size > self.broker.max_request_size:
