@@ -9,6 +9,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import SecretStr
 
 from tests.unit.fakes import make_jwt
@@ -307,3 +309,41 @@ def test_request_time_falls_back_to_the_record_timestamp() -> None:
     assert request_time(request, 1_714_564_800_000) == datetime(2024, 5, 1, 12, tzinfo=UTC)
     assert request_time(request, -1) is None
     assert request_time(request, None) is None
+
+
+# -- totality ----------------------------------------------------------------------------------
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(),
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=6), children, max_size=3)
+    ),
+    max_leaves=20,
+)
+
+
+def _jwt(header: object, payload: object) -> str:
+    raw = [json.dumps(part).encode() for part in (header, payload)]
+    return ".".join(base64.urlsafe_b64encode(r).rstrip(b"=").decode() for r in raw) + ".sig"
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=300) | st.tuples(_JSON, _JSON).map(lambda hp: _jwt(*hp)))
+def test_preflight_decides_or_passes_for_any_token(token: str) -> None:
+    reason: Reason | None = None
+    try:
+        preflight(token, NOW)
+    except PermanentError as exc:  # anything else escapes and fails the test
+        reason = exc.reason
+    assert reason in {None, Reason.TOKEN_INVALID, Reason.TOKEN_EXPIRED}
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=300) | _JSON.map(lambda v: json.dumps(v).encode()))
+def test_decode_returns_or_says_invalid_payload_for_any_value(value: bytes) -> None:
+    reason: Reason | None = None
+    try:
+        decode(value)
+    except PermanentError as exc:  # anything else escapes and fails the test
+        reason = exc.reason
+    assert reason in {None, Reason.INVALID_PAYLOAD}
