@@ -22,7 +22,12 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import MessageSizeTooLargeError, RecordListTooLargeError, RecordTooLargeError
+from aiokafka.errors import (
+    KafkaTimeoutError,
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
+    RecordTooLargeError,
+)
 
 from worker import __version__
 from worker.connection import client_options
@@ -44,6 +49,8 @@ TOO_LARGE = (MessageSizeTooLargeError, RecordListTooLargeError, RecordTooLargeEr
 # The value of a dead letter written without its own: empty, not null (aiokafka refuses a record
 # with neither key nor value, and a null value is a tombstone on a compacted topic).
 NO_VALUE = b""
+# Refusals of `send()` before the record was queued: no sequence number was spent on it.
+_BEFORE_QUEUING = (MessageSizeTooLargeError, KafkaTimeoutError)
 # How long a replaced producer may take to stop before it is abandoned.
 STOP_TIMEOUT_SECONDS = 5.0
 
@@ -274,10 +281,15 @@ class KafkaDeadLetters:
 
     async def _send(self, out: Outgoing) -> None:
         producer, generation = self._current()
-        # Refused before it was queued (e.g. above max_request_size): the sequence is untouched.
-        delivery = await producer.send(
-            out.topic, value=out.value, key=out.key, headers=list(out.headers)
-        )
+        try:
+            delivery = await producer.send(
+                out.topic, value=out.value, key=out.key, headers=list(out.headers)
+            )
+        except _BEFORE_QUEUING:  # above max_request_size, or no metadata yet: producer is fine
+            raise
+        except Exception:  # its sender task died: every later send would raise the same
+            await self._replace(generation)
+            raise
         try:
             await delivery
         except Exception:

@@ -225,9 +225,10 @@ class FakeProducer:
         timestamp_ms: int | None = None,
         headers: list[tuple[str, bytes]] | None = None,
     ) -> Awaitable[Any]:
-        assert key is not None or value is not None, (
-            "Need at least one: key or value"
-        )  # as aiokafka
+        # aiokafka refuses a record with neither key nor value in the same way.
+        assert key is not None or value is not None, "Need at least one: key or value"
+        if self.number in self.broker.crashed:
+            raise self.broker.crash_error()  # a dead sender task: raised by send() itself
         sent = Sent(topic, key, value, list(headers or []))
         size = len(value or b"") + len(key or b"") + sum(len(k) + len(v) for k, v in sent.headers)
         if size > self.broker.max_request_size:
@@ -270,6 +271,8 @@ class FakeBroker:
         self._poisoned_error = poisoned_error
         self.failures: deque[Exception] = deque()  # raised by the next sends, then acks again
         self.poisoned: set[int] = set()
+        self.crashed: set[int] = set()  # producers whose sender task died
+        self.crash_error: Callable[[], Exception] = lambda: RuntimeError("sender task died")
         self.producers: list[FakeProducer] = []
         self.log: list[Sent] = []
         self.refuse_start = False

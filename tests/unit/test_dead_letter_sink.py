@@ -14,6 +14,8 @@ from datetime import UTC, datetime
 import pytest
 from aiokafka.errors import (
     InvalidTopicError,
+    KafkaError,
+    KafkaTimeoutError,
     MessageSizeTooLargeError,
     OutOfOrderSequenceNumber,
     TopicAuthorizationFailedError,
@@ -160,6 +162,31 @@ async def test_concurrent_writers_on_a_poisoned_producer_replace_it_once() -> No
         assert len(s.broker.producers) == 2
         await asyncio.gather(*(s.sink.dead_letter(_record(offset=n), _result()) for n in range(5)))
     assert len(s.broker.log) == 5
+
+
+async def test_a_producer_whose_sender_died_is_replaced_too() -> None:
+    s = Sink(_broker())
+    async with s.sink:
+        s.broker.crashed.add(0)
+        s.broker.crash_error = KafkaError
+        with pytest.raises(KafkaError):
+            await s.sink.dead_letter(_record(), _result())
+        await s.sink.dead_letter(_record(), _result())
+    assert len(s.broker.log) == 1
+    assert s.errors("other") == 1  # KafkaError itself is not on the allow-list
+
+
+async def test_a_metadata_timeout_keeps_the_producer() -> None:
+    s = Sink(_broker())
+    async with s.sink:
+        s.broker.crashed.add(0)
+        s.broker.crash_error = KafkaTimeoutError
+        with pytest.raises(KafkaTimeoutError):
+            await s.sink.dead_letter(_record(), _result())
+        s.broker.crashed.clear()
+        await s.sink.dead_letter(_record(), _result())
+    assert len(s.broker.producers) == 1
+    assert s.errors("KafkaTimeoutError") == 1
 
 
 async def test_a_replacement_that_cannot_start_is_tried_again_on_the_next_failure() -> None:
