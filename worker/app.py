@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from worker import __version__
 from worker.buffer import RecordBuffer
@@ -22,7 +22,7 @@ from worker.cognito import CognitoSigner
 from worker.committer import Committer
 from worker.connection import client_options
 from worker.consumer import ConsumerLoop, LoopTimings
-from worker.deadletter import KafkaDeadLetters
+from worker.deadletter import KafkaDeadLetters, kafka_producers
 from worker.handler import Handler
 from worker.health import Health
 from worker.http import build_app, start_server
@@ -110,14 +110,25 @@ class Worker:
         signer = await stack.enter_async_context(
             CognitoSigner(settings.cognito, self.metrics, settings.max_in_flight)
         )
-        producer = AIOKafkaProducer(
-            **client_options(settings.kafka), acks="all", enable_idempotence=True, linger_ms=5
+        sink = await stack.enter_async_context(
+            KafkaDeadLetters(
+                kafka_producers(settings.kafka),
+                settings.kafka,
+                redact=settings.dlq.redact_tokens,
+                metrics=self.metrics,
+                health=self.health,
+            )
         )
-        await producer.start()
-        stack.push_async_callback(_quietly, "producer", producer.stop)
-        sink = KafkaDeadLetters(producer, settings.kafka, redact=settings.dlq.redact_tokens)
-        handler = Handler(settings, signer, sink, limiter, self.metrics)
-        handler.on_attempt = self.health.progressed
+        handler = Handler(
+            signer,
+            sink,
+            limiter,
+            self.metrics,
+            retry=settings.retry,
+            dedup=settings.dedup,
+            admin_enabled=settings.cognito.admin_enabled,
+            progress=self.health,
+        )
         return await self._consume(stack, handler.handle, limiter)
 
     async def _consume(

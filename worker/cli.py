@@ -51,7 +51,7 @@ def _run(args: argparse.Namespace) -> int:
     from worker.startup import StartupError
 
     settings = load_settings()
-    configure(settings.log.level, settings.log.format)
+    configure(settings.log.level, settings.log.format, wire_debug=settings.log.wire_debug)
     try:
         return asyncio.run(run_worker(settings, RunOptions(until_idle_seconds=args.until_idle)))
     except StartupError as exc:  # its one line is the whole story: no traceback

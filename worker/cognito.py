@@ -15,11 +15,18 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    ProxyConnectionError,
+)
 
-from worker.errors import RetryableError, SignOutError, classify
-from worker.events import AdminTarget, Target, TokenTarget, scrub
+from worker.errors import RetryableError, SignOutError, UnreachableError, classify
+from worker.events import AdminTarget, Target, TokenTarget
 from worker.metrics import OPERATIONS, Metrics
+from worker.redaction import scrub
 from worker.settings import CognitoSettings
 
 if TYPE_CHECKING:
@@ -27,6 +34,14 @@ if TYPE_CHECKING:
 
 GLOBAL, ADMIN = OPERATIONS
 _TRANSPORT_ERRORS = (BotoCoreError, aiohttp.ClientError, OSError, TimeoutError)
+# No connection was made, so the request was never seen: an outage, not this request's problem.
+_UNREACHABLE = (
+    EndpointConnectionError,
+    ConnectTimeoutError,
+    ProxyConnectionError,
+    aiohttp.ClientConnectorError,
+    ConnectionRefusedError,
+)
 
 
 def operation(target: Target) -> str:
@@ -96,6 +111,8 @@ class CognitoSigner:
                 await _admin_sign_out(client, target)
         except ClientError as exc:
             raise _from_client_error(exc.response, secrets) from None
+        except _UNREACHABLE as exc:
+            raise UnreachableError(type(exc).__name__, scrub(str(exc), secrets)) from None
         except _TRANSPORT_ERRORS as exc:
             raise RetryableError(type(exc).__name__, scrub(str(exc), secrets)) from None
 

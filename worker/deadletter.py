@@ -2,25 +2,57 @@
 
 The DLQ record keeps the original key, value and headers, adds `signout.*` headers in the style of
 Kafka Connect's `__connect.errors.*`, and redacts the access token of a permanently failed request
-(a `retries_exhausted` record keeps its value so it can be replayed).
+(`retries_exhausted` and `internal_error` records keep their value so they can be replayed).
+
+`KafkaDeadLetters` owns the DLQ producer: its options, its start and stop, and its replacement.
+The producer is idempotent; once the broker refused one of its batches for good (too large, invalid
+topic, not authorised) the client's sequence number for that partition is ahead of the broker's and
+every later batch fails with `OutOfOrderSequenceNumber`. aiokafka has no way to reset it, so the
+producer is replaced by a fresh one (a new producer id starts its sequences at 0).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
-from dataclasses import dataclass
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import (
+    KafkaTimeoutError,
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
+    RecordTooLargeError,
+)
 
 from worker import __version__
-from worker.errors import LOCAL_CODE, Reason
-from worker.events import AdminTarget, TokenTarget, fingerprint, scrub
+from worker.connection import client_options
+from worker.errors import INTERNAL_CODE, LOCAL_CODE, Reason
+from worker.events import AdminTarget, TokenTarget
+from worker.metrics import Metrics, dlq_write_error
 from worker.records import Record, Result
+from worker.redaction import redact_value, scrub, utf8
 from worker.settings import KafkaSettings
 
+log = logging.getLogger(__name__)
+
 HEADER_PREFIX = "signout."
+VALUE_DROPPED = "signout.error.value_dropped"
+# Reasons whose dead letter keeps the original value so that it can be replayed as it is.
+REPLAYABLE = frozenset({Reason.RETRIES_EXHAUSTED, Reason.INTERNAL_ERROR})
+# The broker (or the client, against max_request_size) will never take this record as it is.
+TOO_LARGE = (MessageSizeTooLargeError, RecordListTooLargeError, RecordTooLargeError)
+# The value of a dead letter written without its own: empty, not null (aiokafka refuses a record
+# with neither key nor value, and a null value is a tombstone on a compacted topic).
+NO_VALUE = b""
+# Refusals of `send()` before the record was queued: no sequence number was spent on it.
+_BEFORE_QUEUING = (MessageSizeTooLargeError, KafkaTimeoutError)
+# How long a replaced producer may take to stop before it is abandoned.
+STOP_TIMEOUT_SECONDS = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,33 +62,57 @@ class Outgoing:
     value: bytes | None
     headers: tuple[tuple[str, bytes], ...]
 
+    def without_value(self) -> Outgoing:
+        """The same dead letter without its value, saying so; the coordinates still find it."""
+        return replace(self, value=NO_VALUE, headers=(*self.headers, (VALUE_DROPPED, b"true")))
 
-def redact_value(value: bytes | None) -> bytes | None:
-    """Replace a JSON object's `access_token` with its fingerprint; other payloads as they came."""
-    if value is None:
-        return None
-    try:
-        document = json.loads(value)
-    except ValueError:
-        return value
-    token = document.get("access_token") if isinstance(document, dict) else None
-    if not isinstance(token, str):
-        return value
-    document["access_token"] = "redacted:" + fingerprint(token)
-    return json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode()
+    def bare(self) -> Outgoing:
+        """Only the worker's own headers: what is left when even the key or headers are too big."""
+        ours = tuple((k, v) for k, v in self.headers if _is_ours(k))
+        return replace(self, key=None, value=NO_VALUE, headers=ours)
+
+
+def _is_ours(name: str) -> bool:
+    return name.lower().startswith(HEADER_PREFIX)
+
+
+def carried_headers(headers: Iterable[tuple[str, bytes]]) -> tuple[tuple[str, bytes], ...]:
+    """The original headers a dead letter (or a replay) carries: never `signout.*`, in any case."""
+    return tuple((k, v) for k, v in headers if not _is_ours(k))
 
 
 def dead_letter_record(
     record: Record, result: Result, *, topic: str, group_id: str, redact: bool, now: datetime
 ) -> Outgoing:
-    keep_value = result.reason is Reason.RETRIES_EXHAUSTED or not redact
+    """The full dead letter; raises only on a bug or a value that cannot be redacted."""
+    keep_value = result.reason in REPLAYABLE or not redact
     value = record.value if keep_value else redact_value(record.value)
     error = result.error
-    secrets = _secrets(result)
-    ours = {
+    code = error.code if error else LOCAL_CODE
+    message = scrub(error.message, _secrets(result)) if error else ""
+    ours = _ours(record, result, group_id, now, code, message)
+    headers = carried_headers(record.headers) + tuple((k, utf8(v)) for k, v in ours.items())
+    return Outgoing(topic, record.key, value, headers)
+
+
+def minimal_dead_letter(
+    record: Record, result: Result, *, topic: str, group_id: str, now: datetime
+) -> Outgoing:
+    """The fallback when the full dead letter cannot be built: coordinates and reason only."""
+    message = "dead letter could not be built"
+    ours = _ours(record, result, group_id, now, INTERNAL_CODE, message)
+    ours[VALUE_DROPPED] = "true"
+    return Outgoing(topic, None, NO_VALUE, tuple((k, utf8(v)) for k, v in ours.items()))
+
+
+def _ours(
+    record: Record, result: Result, group_id: str, now: datetime, code: str, message: str
+) -> dict[str, str]:
+    """The `signout.*` headers in the order of contracts.md §3."""
+    return {
         "signout.error.reason": str(result.reason),
-        "signout.error.code": error.code if error else LOCAL_CODE,
-        "signout.error.message": scrub(error.message, secrets) if error else "",
+        "signout.error.code": code,
+        "signout.error.message": message,
         "signout.original.topic": record.topic,
         "signout.original.partition": str(record.partition),
         "signout.original.offset": str(record.offset),
@@ -66,9 +122,6 @@ def dead_letter_record(
         "signout.failed_at": _rfc3339(now),
         "signout.worker.version": __version__,
     }
-    carried = tuple((k, v) for k, v in record.headers if not k.startswith(HEADER_PREFIX))
-    headers = carried + tuple((k, v.encode()) for k, v in ours.items())
-    return Outgoing(topic, record.key, value, headers)
 
 
 def result_record(record: Record, result: Result, *, topic: str, now: datetime) -> Outgoing:
@@ -85,7 +138,7 @@ def result_record(record: Record, result: Result, *, topic: str, now: datetime) 
         else None,
         "completed_at": _rfc3339(now),
     }
-    value = json.dumps(document, separators=(",", ":")).encode()
+    value = utf8(json.dumps(document, separators=(",", ":")))
     return Outgoing(topic, record.key, value, ())
 
 
@@ -107,35 +160,178 @@ def _rfc3339(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-class KafkaDeadLetters:
-    """The `DeadLetterSink` over one idempotent producer (acks=all)."""
+class DeadLetterHealth(Protocol):
+    def dead_letters_failing(self, failing: bool) -> None:
+        """True when a dead-letter write failed, False when one was acknowledged."""
 
-    def __init__(self, producer: AIOKafkaProducer, kafka: KafkaSettings, redact: bool) -> None:
-        self._producer = producer
+
+class Producer(Protocol):
+    """The part of `AIOKafkaProducer` the sink uses."""
+
+    async def start(self) -> None: ...
+    async def stop(self) -> None: ...
+    async def send(
+        self,
+        topic: str,
+        value: bytes | None = None,
+        key: bytes | None = None,
+        partition: int | None = None,
+        timestamp_ms: int | None = None,
+        headers: list[tuple[str, bytes]] | None = None,
+    ) -> Awaitable[Any]: ...
+
+
+ProducerFactory = Callable[[], Producer]
+
+
+def producer_options() -> dict[str, Any]:
+    """The DLQ producer's delivery options: every write acknowledged by all in-sync replicas."""
+    return {"acks": "all", "enable_idempotence": True, "linger_ms": 5}
+
+
+def kafka_producers(kafka: KafkaSettings) -> ProducerFactory:
+    """A factory of DLQ producers for the configured cluster."""
+
+    def make() -> Producer:
+        producer: Producer = AIOKafkaProducer(**client_options(kafka), **producer_options())
+        return producer
+
+    return make
+
+
+class KafkaDeadLetters:
+    """The `DeadLetterSink`: owns its producer (`async with`), replaces it once it is poisoned."""
+
+    def __init__(
+        self,
+        producers: ProducerFactory,
+        kafka: KafkaSettings,
+        *,
+        redact: bool,
+        metrics: Metrics,
+        health: DeadLetterHealth,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._producers = producers
         self._kafka = kafka
         self._redact = redact
+        self._metrics = metrics
+        self._health = health
+        self._now = now
+        self._producer: Producer | None = None
+        self._generation = 0  # which producer a failed write used: only that one is replaced
+        self._replacing = asyncio.Lock()
+
+    async def __aenter__(self) -> KafkaDeadLetters:
+        producer = self._producers()
+        await _start(producer)
+        self._producer = producer
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            await _stop_quietly(producer)
 
     async def dead_letter(self, record: Record, result: Result) -> None:
-        out = dead_letter_record(
-            record,
-            result,
-            topic=self._kafka.dlq_topic,
-            group_id=self._kafka.group_id,
-            redact=self._redact,
-            now=datetime.now(UTC),
+        """Write the dead letter, smaller each time the broker says it is too large; raise else."""
+        full = self._build(record, result)
+        for attempt in (full, full.without_value(), full.without_value().bare()):
+            try:
+                await self._send(attempt)
+            except TOO_LARGE as exc:
+                self._failed(exc, record)
+                continue
+            except Exception as exc:
+                self._failed(exc, record)
+                raise
+            self._health.dead_letters_failing(False)
+            return
+        raise RecordTooLargeError("dead letter too large even without key, value and headers")
+
+    def _build(self, record: Record, result: Result) -> Outgoing:
+        topic, group, now = self._kafka.dlq_topic, self._kafka.group_id, self._now()
+        try:
+            return dead_letter_record(
+                record, result, topic=topic, group_id=group, redact=self._redact, now=now
+            )
+        except Exception as exc:  # never leave a record without its dead letter
+            log.error(
+                "dead letter could not be built; writing coordinates only",
+                extra={"error": type(exc).__name__, "offset": record.offset},
+            )
+            return minimal_dead_letter(record, result, topic=topic, group_id=group, now=now)
+
+    def _failed(self, exc: Exception, record: Record) -> None:
+        self._metrics.dlq_write_errors.labels(error=dlq_write_error(exc)).inc()
+        self._health.dead_letters_failing(True)
+        log.warning(
+            "dead-letter write failed",
+            extra={
+                "error": type(exc).__name__,
+                "partition": record.partition,
+                "offset": record.offset,
+            },
         )
-        await self._send(out)
 
     async def report(self, record: Record, result: Result) -> None:
         if self._kafka.results_topic:
             topic = self._kafka.results_topic
-            await self._send(result_record(record, result, topic=topic, now=datetime.now(UTC)))
+            await self._send(result_record(record, result, topic=topic, now=self._now()))
 
     async def _send(self, out: Outgoing) -> None:
-        await self._producer.send_and_wait(
-            out.topic, value=out.value, key=out.key, headers=list(out.headers)
-        )
+        producer, generation = self._current()
+        try:
+            delivery = await producer.send(
+                out.topic, value=out.value, key=out.key, headers=list(out.headers)
+            )
+        except _BEFORE_QUEUING:  # above max_request_size, or no metadata yet: producer is fine
+            raise
+        except Exception:  # its sender task died: every later send would raise the same
+            await self._replace(generation)
+            raise
+        try:
+            await delivery
+        except Exception:
+            # Idempotent delivery retries transient errors itself: a failed batch is final and
+            # its sequence number is now lost to the broker, so this producer is poisoned.
+            await self._replace(generation)
+            raise
+
+    def _current(self) -> tuple[Producer, int]:
+        if self._producer is None:
+            raise RuntimeError("KafkaDeadLetters used outside `async with`")
+        return self._producer, self._generation
+
+    async def _replace(self, generation: int) -> None:
+        """One fresh producer per poisoned one, however many writers saw it fail."""
+        async with self._replacing:
+            if generation != self._generation or self._producer is None:
+                return
+            fresh = self._producers()
+            try:
+                await _start(fresh)
+            except Exception as exc:  # the next failed write tries again
+                log.warning(
+                    "dead-letter producer restart failed", extra={"error": type(exc).__name__}
+                )
+                return
+            old, self._producer = self._producer, fresh
+            self._generation += 1
+        log.info("dead-letter producer replaced", extra={"generation": self._generation})
+        await _stop_quietly(old)
 
 
-def producer_options(kafka: KafkaSettings) -> dict[str, Any]:
-    return {"acks": "all", "enable_idempotence": True, "linger_ms": 5}
+async def _start(producer: Producer) -> None:
+    try:
+        await producer.start()
+    except BaseException:
+        await _stop_quietly(producer)  # a half-started client still holds connections
+        raise
+
+
+async def _stop_quietly(producer: Producer) -> None:
+    try:
+        await asyncio.wait_for(producer.stop(), STOP_TIMEOUT_SECONDS)
+    except Exception as exc:
+        log.warning("dead-letter producer stop failed", extra={"error": type(exc).__name__})

@@ -3,11 +3,14 @@
     SignOutError                 a Cognito call (or a local check) did not sign the user out
     ├── PermanentError           can never succeed: the record is dead-lettered with `reason`
     └── RetryableError           may succeed later: back off (full jitter) and try again
-        └── ThrottledError       TooManyRequestsException: also slows this replica's rate
+        ├── ThrottledError       TooManyRequestsException: also slows this replica's rate
+        └── UnreachableError     no connection to Cognito: says nothing about the request, so it
+                                 never counts toward `retries_exhausted`
 
 Classification is by Cognito error code, never by HTTP status. Unknown codes are retryable: a
 request is only dead-lettered when Cognito said something that cannot change on retry.
-Every message held here is already scrubbed of tokens (see `events.scrub`).
+`internal_error` is the worker's own failure on a record, never a Cognito answer.
+Every message held here is already scrubbed of tokens (see `redaction.scrub`).
 """
 
 from __future__ import annotations
@@ -42,10 +45,13 @@ class Reason(StrEnum):
     INVALID_PAYLOAD = "invalid_payload"
     ADMIN_DISABLED = "admin_disabled"
     RETRIES_EXHAUSTED = "retries_exhausted"
+    INTERNAL_ERROR = "internal_error"
 
 
 # Error codes that decide locally, without a call.
 LOCAL_CODE = "Local"
+# The error code of a record the worker's own code failed on.
+INTERNAL_CODE = "Internal"
 
 _PERMANENT_CODES: dict[str, Reason] = {
     "NotAuthorizedException": Reason.NOT_AUTHORIZED,
@@ -80,6 +86,10 @@ class RetryableError(SignOutError):
 
 class ThrottledError(RetryableError):
     pass
+
+
+class UnreachableError(RetryableError):
+    """The call never reached Cognito (connection refused, DNS, connect timeout)."""
 
 
 def classify(code: str, message: str) -> SignOutError:

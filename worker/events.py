@@ -3,14 +3,16 @@
 The pre-flight spends no quota: a token that is not a structurally valid JWT, or whose `exp` has
 passed, is decided locally. The signature is not verified here; Cognito is the judge of validity.
 Access tokens live in `SecretStr` so that no repr, log line or exception can show one.
+`decode` and `preflight` are total: any input ends in a `PermanentError` or a result, never in
+another exception (deep nesting, numbers past float or digit limits, lone surrogates, NaN).
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import json
+import math
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -27,13 +29,14 @@ from pydantic import (
 )
 
 from worker.errors import LOCAL_CODE, PermanentError, Reason
+from worker.redaction import fingerprint
 
 SCHEMA_VERSION = 1
 CLOCK_SKEW_SECONDS = 30.0
-# Anything JWT-shaped: three base64url segments, the first two non-trivial.
-_JWT_SHAPE = re.compile(r"[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]*")
-# Long opaque runs (emulators echo even garbage tokens in their messages).
-_OPAQUE_RUN = re.compile(r"[A-Za-z0-9_\-+/=.]{40,}")
+# A JWT in compact form is three base64url segments, nothing else (fullmatch: linear, ASCII only).
+_JWT = re.compile(r"[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]*")
+# What a pre-flight can meet in a token's JSON segments besides malformed base64 or JSON.
+_UNREADABLE = (ValueError, binascii.Error, RecursionError, OverflowError, UnicodeError)
 
 
 class SignOutRequest(BaseModel):
@@ -81,6 +84,10 @@ def decode(value: bytes | None) -> SignOutRequest:
         return SignOutRequest.model_validate_json(value)
     except ValidationError as exc:
         raise PermanentError(Reason.INVALID_PAYLOAD, LOCAL_CODE, _describe(exc)) from None
+    except (ValueError, RecursionError, OverflowError, MemoryError) as exc:
+        # Input the parser could not hold: still the publisher's problem, never the worker's.
+        message = f"value could not be parsed ({type(exc).__name__})"
+        raise PermanentError(Reason.INVALID_PAYLOAD, LOCAL_CODE, message) from None
 
 
 def _describe(exc: ValidationError) -> str:
@@ -92,38 +99,33 @@ def _describe(exc: ValidationError) -> str:
     return "; ".join(parts)
 
 
-def fingerprint(token: str) -> str:
-    """A stable, non-reversible name for a token: safe in logs, metrics and headers."""
-    return "sha256:" + hashlib.sha256(token.encode()).hexdigest()[:16]
-
-
-def scrub(message: str, secrets: tuple[str, ...] = ()) -> str:
-    """Remove tokens from text (Cognito emulators echo the token in their error messages)."""
-    for secret in secrets:
-        if secret:
-            message = message.replace(secret, "<redacted>")
-    message = _JWT_SHAPE.sub("<redacted>", message)
-    return _OPAQUE_RUN.sub("<redacted>", message)
-
-
 def preflight(token: str, now: float) -> None:
     """Decide locally what needs no call: malformed JWT (token_invalid) or past `exp` (expired)."""
-    exp = claims(token).get("exp")
-    if not isinstance(exp, int | float) or isinstance(exp, bool):
-        raise PermanentError(Reason.TOKEN_INVALID, LOCAL_CODE, "token has no numeric exp claim")
-    if exp + CLOCK_SKEW_SECONDS < now:
+    if _expiry(claims(token).get("exp")) + CLOCK_SKEW_SECONDS < now:
         raise PermanentError(Reason.TOKEN_EXPIRED, LOCAL_CODE, "token exp is in the past")
+
+
+def _expiry(exp: object) -> float:
+    """`exp` as finite seconds, else `token_invalid` (json.loads accepts NaN and Infinity)."""
+    if isinstance(exp, int | float) and not isinstance(exp, bool):
+        try:
+            seconds = float(exp)
+        except OverflowError:  # an integer past any float: no real token carries one
+            seconds = math.inf
+        if math.isfinite(seconds):
+            return seconds
+    raise PermanentError(Reason.TOKEN_INVALID, LOCAL_CODE, "token has no finite numeric exp claim")
 
 
 def claims(token: str) -> dict[str, Any]:
     """The unverified claims of a structurally valid JWT, else `token_invalid`."""
-    parts = token.split(".")
-    if len(parts) != 3 or not all(parts[:2]):
+    if _JWT.fullmatch(token) is None:  # also keeps non-ASCII (and surrogates) out of the call
         raise PermanentError(Reason.TOKEN_INVALID, LOCAL_CODE, "token is not a JWT")
+    parts = token.split(".")
     try:
         header = json.loads(_b64url(parts[0]))
         payload = json.loads(_b64url(parts[1]))
-    except (ValueError, binascii.Error):
+    except _UNREADABLE:
         raise PermanentError(Reason.TOKEN_INVALID, LOCAL_CODE, "token is not a JWT") from None
     if not isinstance(header, dict) or not isinstance(payload, dict):
         raise PermanentError(Reason.TOKEN_INVALID, LOCAL_CODE, "token is not a JWT")
@@ -170,4 +172,7 @@ def request_time(request: SignOutRequest, record_timestamp_ms: int | None) -> da
         return request.requested_at
     if record_timestamp_ms is None or record_timestamp_ms < 0:
         return None
-    return datetime.fromtimestamp(record_timestamp_ms / 1000, tz=UTC)
+    try:
+        return datetime.fromtimestamp(record_timestamp_ms / 1000, tz=UTC)
+    except (OverflowError, ValueError, OSError):  # a producer-set time past year 9999
+        return None

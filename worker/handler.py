@@ -1,14 +1,18 @@
 """One record to one terminal outcome: decode, dedup, pre-flight, rate-limited retry loop, DLQ.
 
-The handler knows nothing of Kafka or botocore: it sees a `Signer`, a `DeadLetterSink` and a
-`Limiter` (Protocols below), so unit tests pass in-memory fakes. It returns only when the outcome
-is final; a dead letter counts as final only once the broker acknowledged it.
+The handler knows nothing of Kafka or botocore: it sees a `Signer`, a `DeadLetterSink`, a
+`Limiter` and a `Progress` (Protocols below), so unit tests pass in-memory fakes. It returns only
+when the outcome is final; a dead letter counts as final only once the broker acknowledged it.
+
+`handle` is the last-resort boundary of a record: whatever its decision raises (other than
+cancellation) ends the record as an `internal_error` dead letter, keeping its value for replay.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import random
 import time
 from collections.abc import Awaitable, Callable
@@ -17,6 +21,7 @@ from typing import Protocol
 
 from worker.dedup import RecentlySeen
 from worker.errors import (
+    INTERNAL_CODE,
     LOCAL_CODE,
     Outcome,
     PermanentError,
@@ -24,6 +29,7 @@ from worker.errors import (
     RetryableError,
     SignOutError,
     ThrottledError,
+    UnreachableError,
 )
 from worker.events import (
     AdminTarget,
@@ -37,7 +43,7 @@ from worker.events import (
 from worker.metrics import Metrics
 from worker.outage import Mark, OutageDetector
 from worker.records import Record, Result
-from worker.settings import Settings
+from worker.settings import DedupSettings, RetrySettings
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +70,14 @@ class Limiter(Protocol):
     def on_success(self) -> None: ...
 
 
+class Progress(Protocol):
+    def progressed(self) -> None:
+        """The record is being worked on (Cognito or the DLQ tried): not a stall."""
+
+
 Sleep = Callable[[float], Awaitable[None]]
+# 2**62 times the base delay is beyond any sane max delay: the exponent stops growing there.
+_MAX_EXPONENT = 62
 
 
 @dataclass(slots=True)
@@ -77,17 +90,22 @@ class _Attempts:
 class Handler:
     def __init__(
         self,
-        settings: Settings,
         signer: Signer,
         sink: DeadLetterSink,
         limiter: Limiter,
         metrics: Metrics,
         *,
+        retry: RetrySettings,
+        dedup: DedupSettings,
+        admin_enabled: bool,
+        progress: Progress,
         wall_clock: Callable[[], float] = time.time,
         sleep: Sleep = asyncio.sleep,
         rng: random.Random | None = None,
     ) -> None:
-        self._settings = settings
+        self._retry = retry
+        self._admin_enabled = admin_enabled
+        self._progress = progress
         self._signer = signer
         self._sink = sink
         self._limiter = limiter
@@ -95,22 +113,32 @@ class Handler:
         self._now = wall_clock
         self._sleep = sleep
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
-        self._seen = RecentlySeen(settings.dedup.window_seconds, settings.dedup.max_entries)
+        self._seen = RecentlySeen(dedup.window_seconds, dedup.max_entries)
         self.outage = OutageDetector()
-        self.on_attempt: Callable[[], None] = lambda: None  # liveness: Cognito is being tried
 
     async def handle(self, record: Record) -> Result:
         """Bring one record to its terminal outcome (DLQ acknowledged when dead-lettered)."""
         started = time.monotonic()
-        result = await self._decide(record)
+        try:
+            result = await self._decide(record)
+        except Exception as exc:  # the worker's own failure: the record still ends, replayable
+            result = _internal_error(record, exc)
         if result.outcome is Outcome.DEAD_LETTERED:
             await self._dead_letter_until_acked(record, result)
         await self._report(record, result)
-        self._metrics.events.labels(outcome=result.outcome, reason=result.reason).inc()
-        if record.timestamp_ms >= 0:
-            self._metrics.event_latency.observe(max(0.0, self._now() - record.timestamp_ms / 1000))
-        _log_outcome(record, result, time.monotonic() - started)
+        self._account(record, result, time.monotonic() - started)
         return result
+
+    def _account(self, record: Record, result: Result, seconds: float) -> None:
+        """Metrics and the outcome line: a failure here must not undo a terminal outcome."""
+        try:
+            self._metrics.events.labels(outcome=result.outcome, reason=result.reason).inc()
+            if record.timestamp_ms >= 0:
+                age = self._now() - record.timestamp_ms / 1000
+                self._metrics.event_latency.observe(max(0.0, age))
+            _log_outcome(record, result, seconds)
+        except Exception as exc:
+            log.error("outcome accounting failed", extra={"error": type(exc).__name__})
 
     async def _decide(self, record: Record) -> Result:
         try:
@@ -154,7 +182,7 @@ class Handler:
         self, request: SignOutRequest, admin: AdminTarget | None, attempts: _Attempts, ok: Reason
     ) -> Result:
         assert admin is not None  # noqa: S101 - SignOutRequest guarantees a target
-        if not self._settings.cognito.admin_enabled:
+        if not self._admin_enabled:
             error = PermanentError(Reason.ADMIN_DISABLED, LOCAL_CODE, "admin sign-out is disabled")
             return _dead(error, attempts, request, admin)
         try:
@@ -168,17 +196,17 @@ class Handler:
         """The retry loop: every attempt takes a limiter token; permanent errors propagate."""
         last: SignOutError | None = None
         attempts.mark = self.outage.mark()
-        while attempts.counted < self._settings.retry.max_attempts:
+        while attempts.counted < self._retry.max_attempts:
             self._metrics.limiter_wait.observe(await self._limiter.acquire())
             attempts.made += 1
             try:
                 await self._signer.sign_out(target)
             except RetryableError as exc:
-                self.on_attempt()
+                self._progress.progressed()
                 last = exc
                 await self._after_retryable(exc, attempts)
                 continue
-            self.on_attempt()
+            self._progress.progressed()
             self._limiter.on_success()
             self.outage.success()
             return
@@ -191,16 +219,18 @@ class Handler:
         if isinstance(exc, ThrottledError):
             self._limiter.on_throttled()  # busy, not broken: the limiter paces the retry
             return
-        if not self.outage.looks_down_since(attempts.mark):
+        unreachable = isinstance(exc, UnreachableError)  # never reached Cognito: not the request
+        if not unreachable and not self.outage.looks_down_since(attempts.mark):
             attempts.counted += 1  # others succeed (or there are none): this request's problem
         self.outage.failure()
         attempts.mark = self.outage.mark()  # taken after our own failure: only others move it
         await self._sleep(self._backoff(attempts.made))
 
     def _backoff(self, attempt: int) -> float:
-        """Exponential backoff with full jitter."""
-        retry = self._settings.retry
-        ceiling = min(retry.max_delay_seconds, retry.base_delay_seconds * 2 ** (attempt - 1))
+        """Exponential backoff with full jitter, bounded for any attempt count."""
+        retry = self._retry
+        exponent = min(max(attempt - 1, 0), _MAX_EXPONENT)
+        ceiling = min(retry.max_delay_seconds, retry.base_delay_seconds * 2.0**exponent)
         return self._rng.uniform(0, ceiling)
 
     async def _dead_letter_until_acked(self, record: Record, result: Result) -> None:
@@ -211,7 +241,7 @@ class Handler:
                 await self._sink.dead_letter(record, result)
             except Exception as exc:  # any broker failure: keep trying, never drop the record
                 failures += 1
-                self.on_attempt()  # still working on it: a Kafka outage is not a stall
+                self._progress.progressed()  # still working on it: a Kafka outage is not a stall
                 log.warning(
                     "dead-letter write failed; retrying",
                     extra={
@@ -270,6 +300,32 @@ def _targets(request: SignOutRequest) -> list[Target]:
     if request.user_pool_id is not None and request.username is not None:
         targets.append(AdminTarget(request.user_pool_id, request.username))
     return targets
+
+
+def _internal_error(record: Record, exc: Exception) -> Result:
+    """The worker failed on this record: say where (never the message, it may quote input)."""
+    where = _raised_at(exc)
+    log.error(
+        "internal error on a record",
+        extra={
+            "error": type(exc).__name__,
+            "at": where,
+            "partition": record.partition,
+            "offset": record.offset,
+        },
+    )
+    error = PermanentError(Reason.INTERNAL_ERROR, INTERNAL_CODE, f"{type(exc).__name__} at {where}")
+    return Result(Outcome.DEAD_LETTERED, Reason.INTERNAL_ERROR, error=error)
+
+
+def _raised_at(exc: BaseException) -> str:
+    """file:line of the frame that raised (the innermost one of the traceback)."""
+    tb = exc.__traceback__
+    if tb is None:
+        return "unknown"
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    return f"{os.path.basename(tb.tb_frame.f_code.co_filename)}:{tb.tb_lineno}"
 
 
 def _dead(

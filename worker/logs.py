@@ -1,7 +1,11 @@
 """Logging: JSON lines (or a console format for humans), with a last line of defence for secrets.
 
 Call sites pass structured fields through `extra=`; every field and message is run through
-`events.scrub` so that nothing JWT-shaped can reach the output even by mistake.
+`redaction.scrub` so that nothing JWT-shaped can reach the output even by mistake.
+
+DEBUG is the worker's own detail. The client libraries' wire logging (aiokafka's protocol lines
+carry the SASL PLAIN password and every produced value; botocore's carry bearer tokens) stays at
+WARNING unless `wire_debug` is set on purpose.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
-from worker.events import scrub
+from worker.redaction import scrub
 
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
 
@@ -58,13 +62,15 @@ class ConsoleFormatter(logging.Formatter):
         return text
 
 
-def configure(level: str, fmt: str, stream: Any = None) -> None:
+# Loggers of client libraries whose DEBUG/INFO output is wire traffic.
+WIRE_LOGGERS = ("aiokafka", "botocore", "aiobotocore", "urllib3", "aiohttp")
+
+
+def configure(level: str, fmt: str, stream: Any = None, *, wire_debug: bool = False) -> None:
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else ConsoleFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    logging.getLogger("aiokafka").setLevel(level if level == "DEBUG" else "WARNING")
-    # botocore's DEBUG output dumps request bodies, i.e. bearer tokens: never below WARNING.
-    for sdk in ("botocore", "aiobotocore", "urllib3"):
-        logging.getLogger(sdk).setLevel("WARNING")
+    for library in WIRE_LOGGERS:
+        logging.getLogger(library).setLevel(level if wire_debug else "WARNING")

@@ -23,6 +23,24 @@ OUTCOME_REASONS: dict[Outcome, tuple[Reason, ...]] = {
     Outcome.DEAD_LETTERED: DEAD_LETTER_REASONS,
 }
 
+# The `error` label of failed dead-letter writes: exception class names, anything else is "other".
+DLQ_WRITE_ERRORS = (
+    "MessageSizeTooLargeError",
+    "RecordListTooLargeError",
+    "RecordTooLargeError",
+    "OutOfOrderSequenceNumber",
+    "TopicAuthorizationFailedError",
+    "ClusterAuthorizationFailedError",
+    "InvalidTopicError",
+    "UnknownTopicOrPartitionError",
+    "PolicyViolationError",
+    "NotEnoughReplicasError",
+    "KafkaTimeoutError",
+    "KafkaConnectionError",
+    "ProducerClosed",
+    "other",
+)
+
 _CALL_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0, 10.0)
 _EVENT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 900.0)
 _WAIT_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -63,6 +81,12 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        self.dlq_write_errors = Counter(
+            "signout_dlq_write_errors",
+            "Failed dead-letter writes by error (exception class, or other)",
+            ["error"],
+            registry=r,
+        )
         self.inflight = Gauge("signout_inflight_events", "Records being worked on", registry=r)
         self.rate_limit = Gauge(
             "signout_rate_limit_per_second", "This replica's current request budget", registry=r
@@ -97,8 +121,16 @@ class Metrics:
                 self.events.labels(outcome=outcome, reason=reason)
         for reason in DEAD_LETTER_REASONS:
             self.dlq_records.labels(reason=reason)
+        for error in DLQ_WRITE_ERRORS:
+            self.dlq_write_errors.labels(error=error)
         for operation in OPERATIONS:
             self.cognito_duration.labels(operation=operation)
             for result in ("ok", THROTTLE_CODE):
                 self.cognito_requests.labels(operation=operation, result=result)
         self.retries.labels(code=THROTTLE_CODE)
+
+
+def dlq_write_error(exc: BaseException) -> str:
+    """The bounded `error` label of a failed dead-letter write."""
+    name = type(exc).__name__
+    return name if name in DLQ_WRITE_ERRORS else "other"

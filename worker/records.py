@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from worker.errors import Outcome, Reason, SignOutError
@@ -19,10 +20,16 @@ class Record:
     timestamp_ms: int = -1
 
     def header(self, name: str) -> str | None:
-        for key, value in self.headers:
-            if key.lower() == name:
-                return value.decode("utf-8", "replace")
-        return None
+        return header(self.headers, name)
+
+
+def header(headers: Iterable[tuple[str, bytes | None]], name: str) -> str | None:
+    """The first header named `name` (case-insensitive, as Kafka tooling treats them), as text."""
+    wanted = name.lower()
+    for key, value in headers:
+        if key.lower() == wanted:
+            return bytes(value or b"").decode("utf-8", "replace")
+    return None
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,8 +15,10 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import OffsetAndMetadata
 
 from worker.connection import client_options
-from worker.deadletter import HEADER_PREFIX
+from worker.deadletter import carried_headers
 from worker.errors import Reason
+from worker.records import header
+from worker.redaction import is_redacted_token
 from worker.settings import KafkaSettings, load_settings
 
 REPLAY_GROUP_SUFFIX = ".dlq-replay"
@@ -67,16 +69,14 @@ async def _replay_to_end(
         batch = await consumer.getmany(timeout_ms=1000)
         for tp, messages in batch.items():
             for message in messages:
-                if _header(message.headers, "signout.error.reason") not in reasons:
+                if header(message.headers or (), "signout.error.reason") not in reasons:
                     continue
-                if b'"redacted:sha256:' in (message.value or b""):
+                if is_redacted_token(message.value):
                     skipped += 1
                     continue
                 replayed += 1
                 if not dry_run:
-                    headers = [
-                        (k, v) for k, v in message.headers if not k.startswith(HEADER_PREFIX)
-                    ]
+                    headers = list(carried_headers(message.headers or ()))
                     await producer.send_and_wait(
                         kafka.topic, message.value, key=message.key, headers=headers
                     )
@@ -96,10 +96,3 @@ async def _end_offsets(consumer: Any) -> dict[Any, int]:
     while not consumer.assignment():
         await consumer.getmany(timeout_ms=500)
     return dict(await consumer.end_offsets(list(consumer.assignment())))
-
-
-def _header(headers: Any, name: str) -> str | None:
-    for key, value in headers or ():
-        if key == name:
-            return bytes(value).decode()
-    return None

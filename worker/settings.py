@@ -182,6 +182,8 @@ class HttpSettings(BaseModel):
 class LogSettings(BaseModel):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     format: Literal["json", "console"] = "json"
+    # Client-library protocol logging (it shows SASL passwords and produced values): off by default.
+    wire_debug: bool = False
 
 
 class Settings(BaseSettings):

@@ -38,6 +38,7 @@ def exercised_metrics() -> Metrics:
     m.retries.labels(code=THROTTLE_CODE).inc()
     m.retries.labels(code="InternalErrorException").inc()
     m.dlq_records.labels(reason=Reason.USER_NOT_FOUND).inc()
+    m.dlq_write_errors.labels(error="InvalidTopicError").inc()
     m.inflight.set(3)
     m.rate_limit.set(20.0)
     m.limiter_wait.observe(0.004)

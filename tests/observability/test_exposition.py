@@ -9,7 +9,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.observability.exposition import exercised_metrics, exposition, sample_labels
 from worker.cognito import ADMIN, GLOBAL
-from worker.metrics import OPERATIONS, Metrics
+from worker.metrics import DLQ_WRITE_ERRORS, OPERATIONS, Metrics
 
 # contracts.md §8, binding: name -> (type, label names).
 CONTRACT: dict[str, tuple[str, frozenset[str]]] = {
@@ -19,6 +19,7 @@ CONTRACT: dict[str, tuple[str, frozenset[str]]] = {
     "signout_event_latency_seconds": ("histogram", frozenset()),
     "signout_retries_total": ("counter", frozenset({"code"})),
     "signout_dlq_records_total": ("counter", frozenset({"reason"})),
+    "signout_dlq_write_errors_total": ("counter", frozenset({"error"})),
     "signout_inflight_events": ("gauge", frozenset()),
     "signout_rate_limit_per_second": ("gauge", frozenset()),
     "signout_rate_limiter_wait_seconds": ("histogram", frozenset()),
@@ -106,6 +107,7 @@ OUTCOMES = {
         "invalid_payload",
         "admin_disabled",
         "retries_exhausted",
+        "internal_error",
     },
 }
 
@@ -133,6 +135,10 @@ def test_a_fresh_worker_exposes_every_outcome_and_dead_letter_reason_at_zero() -
         (("reason", reason),) for reason in OUTCOMES["dead_lettered"]
     }
     assert zero_series("signout_retries_total") == {(("code", "TooManyRequestsException"),)}
+    assert zero_series("signout_dlq_write_errors_total") == {
+        (("error", error),) for error in DLQ_WRITE_ERRORS
+    }
+    assert ("error", "other") in {pair for (pair,) in zero_series("signout_dlq_write_errors_total")}
     assert zero_series("signout_cognito_requests_total") == {
         (("operation", operation), ("result", result))
         for operation in (GLOBAL, ADMIN)

@@ -1,4 +1,5 @@
-"""In-memory fakes for the handler's seams (`Signer`, `DeadLetterSink`, `Limiter`), clocks and JWTs.
+"""In-memory fakes for the seams (`Signer`, `DeadLetterSink`, `Limiter`, `Progress`, the DLQ
+producers and their health), clocks and JWTs.
 
 Each fake records what it was asked to do so that tests can assert on calls, and none waits for
 real time: sleeps only record the delay (and advance a fake clock when given one).
@@ -12,6 +13,7 @@ import json
 import math
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from worker.errors import SignOutError
@@ -160,3 +162,134 @@ class FakeSleep:
         if self._clock is not None:
             self._clock.advance(delay)
         await asyncio.sleep(0)
+
+
+class FakeProgress:
+    """A `Progress` that counts the marks and calls `then` on each (to see when they happen)."""
+
+    def __init__(self, then: Callable[[], object] | None = None) -> None:
+        self.marks = 0
+        self._then = then
+
+    def progressed(self) -> None:
+        self.marks += 1
+        if self._then is not None:
+            self._then()
+
+
+class FakeDeadLetterHealth:
+    """A `DeadLetterHealth` that keeps every report in order."""
+
+    def __init__(self) -> None:
+        self.reports: list[bool] = []
+
+    @property
+    def failing(self) -> bool:
+        return bool(self.reports) and self.reports[-1]
+
+    def dead_letters_failing(self, failing: bool) -> None:
+        self.reports.append(failing)
+
+
+@dataclass
+class Sent:
+    topic: str
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes]]
+
+
+class FakeProducer:
+    """A `Producer` that acknowledges or fails each send as its shared `FakeBroker` says."""
+
+    def __init__(self, broker: FakeBroker, number: int) -> None:
+        self.broker = broker
+        self.number = number
+        self.started = False
+        self.stopped = False
+
+    async def start(self) -> None:
+        if self.broker.refuse_start:
+            raise ConnectionError("bootstrap failed")
+        self.started = True
+
+    async def stop(self) -> None:
+        self.stopped = True
+
+    async def send(
+        self,
+        topic: str,
+        value: bytes | None = None,
+        key: bytes | None = None,
+        partition: int | None = None,
+        timestamp_ms: int | None = None,
+        headers: list[tuple[str, bytes]] | None = None,
+    ) -> Awaitable[Any]:
+        # aiokafka refuses a record with neither key nor value in the same way.
+        assert key is not None or value is not None, "Need at least one: key or value"
+        if self.number in self.broker.crashed:
+            raise self.broker.crash_error()  # a dead sender task: raised by send() itself
+        sent = Sent(topic, key, value, list(headers or []))
+        size = len(value or b"") + len(key or b"") + sum(len(k) + len(v) for k, v in sent.headers)
+        if size > self.broker.max_request_size:
+            raise self.broker.client_too_large()  # refused before queuing, like aiokafka
+        delivery: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        error = self.broker.verdict(self, sent, size)
+        if error is None:
+            self.broker.log.append(sent)
+        # Acknowledged a moment later, as over the network: other sends can queue meanwhile.
+        asyncio.get_running_loop().call_soon(_settle, delivery, error)
+        return delivery
+
+
+def _settle(delivery: asyncio.Future[None], error: Exception | None) -> None:
+    if error is None:
+        delivery.set_result(None)
+    else:
+        delivery.set_exception(error)
+
+
+class FakeBroker:
+    """What the producers talk to: a message size limit, a poisoned flag, scripted failures.
+
+    Like an idempotent producer against a real broker, a producer whose batch was refused for good
+    is poisoned: every later send through it fails with `poisoned_error` until it is replaced.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_message_bytes: int = 1_000_000,
+        max_request_size: int = 10_000_000,
+        too_large: Callable[[], Exception],
+        poisoned_error: Callable[[], Exception],
+    ) -> None:
+        self.max_message_bytes = max_message_bytes
+        self.max_request_size = max_request_size
+        self.client_too_large = too_large
+        self._too_large = too_large
+        self._poisoned_error = poisoned_error
+        self.failures: deque[Exception] = deque()  # raised by the next sends, then acks again
+        self.poisoned: set[int] = set()
+        self.crashed: set[int] = set()  # producers whose sender task died
+        self.crash_error: Callable[[], Exception] = lambda: RuntimeError("sender task died")
+        self.producers: list[FakeProducer] = []
+        self.log: list[Sent] = []
+        self.refuse_start = False
+
+    def make(self) -> FakeProducer:
+        producer = FakeProducer(self, len(self.producers))
+        self.producers.append(producer)
+        return producer
+
+    def verdict(self, producer: FakeProducer, sent: Sent, size: int) -> Exception | None:
+        if producer.number in self.poisoned:
+            return self._poisoned_error()
+        if self.failures:
+            error = self.failures.popleft()
+        elif size > self.max_message_bytes:
+            error = self._too_large()
+        else:
+            return None
+        self.poisoned.add(producer.number)
+        return error

@@ -12,10 +12,11 @@ from pydantic import SecretStr
 from tests.contract import DLQ_HEADERS
 from tests.unit.fakes import make_jwt
 from worker import __version__
-from worker.deadletter import Outgoing, dead_letter_record, redact_value, result_record
+from worker.deadletter import Outgoing, dead_letter_record, result_record
 from worker.errors import LOCAL_CODE, Outcome, PermanentError, Reason, classify
-from worker.events import AdminTarget, SignOutRequest, TokenTarget, decode, fingerprint
+from worker.events import AdminTarget, SignOutRequest, TokenTarget, decode
 from worker.records import Record, Result
+from worker.redaction import fingerprint
 
 TOKEN = make_jwt(exp=1_700_003_600)
 NOW = datetime(2024, 5, 1, 12, 30, 15, 123456, tzinfo=UTC)
@@ -120,6 +121,29 @@ def test_original_headers_are_carried_and_incoming_signout_headers_dropped() -> 
     assert [k for k, _ in out.headers[2:]] == HEADER_NAMES
 
 
+@pytest.mark.parametrize("name", ["SIGNOUT.error.reason", "Signout.Attempts", "sIgNoUt.x"])
+def test_incoming_signout_headers_are_dropped_in_any_case(name: str) -> None:
+    value = _token_value()
+    error = PermanentError(Reason.TOKEN_REVOKED, "NotAuthorizedException", "revoked")
+    out = _dead(_record(value, ((name, b"forged"), ("trace", b"t"))), _failed(decode(value), error))
+    assert b"forged" not in _everything(out)
+    assert [k for k, _ in out.headers] == ["trace", *HEADER_NAMES]
+
+
+def test_internal_error_keeps_the_value_for_replay() -> None:
+    value = _token_value()
+    error = PermanentError(Reason.INTERNAL_ERROR, "Internal", "RuntimeError at handler.py:1")
+    out = _dead(_record(value), Result(Outcome.DEAD_LETTERED, Reason.INTERNAL_ERROR, error=error))
+    assert out.value == value
+    assert _headers(out)["signout.error.code"] == "Internal"
+
+
+def test_a_header_message_with_a_lone_surrogate_is_still_written() -> None:
+    error = PermanentError(Reason.INVALID_PAYLOAD, "Local", "field \ud800: bad")
+    out = _dead(_record(b"x"), Result(Outcome.DEAD_LETTERED, Reason.INVALID_PAYLOAD, error=error))
+    assert _headers(out)["signout.error.message"] == "field ?: bad"
+
+
 @pytest.mark.parametrize(
     "reason",
     [Reason.TOKEN_REVOKED, Reason.TOKEN_EXPIRED, Reason.NOT_AUTHORIZED, Reason.INVALID_PARAMETER],
@@ -204,18 +228,6 @@ def test_a_result_without_an_error_uses_the_local_code() -> None:
     assert headers["signout.error.code"] == LOCAL_CODE
     assert headers["signout.error.message"] == ""
     assert headers["signout.attempts"] == "0"
-
-
-def test_redact_value() -> None:
-    assert redact_value(None) is None
-    assert redact_value(b"garbage") == b"garbage"
-    assert redact_value(b'{"access_token": 5}') == b'{"access_token": 5}'
-    redacted = redact_value(json.dumps({"access_token": TOKEN, "username": "zoë"}).encode())
-    assert redacted is not None
-    assert json.loads(redacted) == {
-        "access_token": "redacted:" + fingerprint(TOKEN),
-        "username": "zoë",
-    }
 
 
 # -- results -----------------------------------------------------------------------------------

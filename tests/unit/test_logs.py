@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 
 from tests.unit.fakes import make_jwt
-from worker.logs import ConsoleFormatter, JsonFormatter
+from worker.logs import WIRE_LOGGERS, ConsoleFormatter, JsonFormatter, configure
+from worker.settings import LogSettings, load_settings
 
 TOKEN = make_jwt(exp=1_700_003_600)
 
@@ -119,3 +120,55 @@ def test_console_format_is_scrubbed_too(console_log: Captured) -> None:
     assert "refused <redacted>" in text
     assert "partition=3" in text
     assert "INFO" in text
+
+
+# -- third-party wire logging ------------------------------------------------------------------
+
+
+@pytest.fixture
+def configured_root() -> Iterator[io.StringIO]:
+    """`configure` rewires the root logger: give it back as it was afterwards."""
+    root = logging.getLogger()
+    saved = (root.handlers[:], root.level)
+    libraries = {name: logging.getLogger(name).level for name in WIRE_LOGGERS}
+    stream = io.StringIO()
+    try:
+        yield stream
+    finally:
+        root.handlers[:], level = saved
+        root.setLevel(level)
+        for name, old in libraries.items():
+            logging.getLogger(name).setLevel(old)
+
+
+def test_debug_does_not_turn_on_wire_logging(configured_root: io.StringIO) -> None:
+    configure("DEBUG", "json", configured_root)
+    logging.getLogger("aiokafka.conn").debug("<- SaslAuthenticate password=hunter2")
+    logging.getLogger("aiokafka.producer.sender").debug("produce value=%s", "secret-value")
+    logging.getLogger("botocore.endpoint").debug("body AccessToken=abc")
+    logging.getLogger("aiohttp.access").info("GET /metrics")
+    logging.getLogger("worker.handler").debug("our own detail")
+    text = configured_root.getvalue()
+    assert "hunter2" not in text
+    assert "secret-value" not in text
+    assert "AccessToken" not in text
+    assert "/metrics" not in text
+    assert "our own detail" in text  # DEBUG itself works
+
+
+def test_wire_logging_has_its_own_switch(configured_root: io.StringIO) -> None:
+    configure("DEBUG", "json", configured_root, wire_debug=True)
+    logging.getLogger("aiokafka.conn").debug("wire line")
+    assert "wire line" in configured_root.getvalue()
+
+
+def test_library_warnings_still_get_through(configured_root: io.StringIO) -> None:
+    configure("INFO", "json", configured_root)
+    logging.getLogger("aiokafka").warning("broker went away")
+    assert "broker went away" in configured_root.getvalue()
+
+
+def test_the_wire_switch_is_a_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert LogSettings().wire_debug is False
+    monkeypatch.setenv("SIGNOUT_LOG__WIRE_DEBUG", "true")
+    assert load_settings().log.wire_debug is True
