@@ -42,6 +42,7 @@ class Reason(StrEnum):
     INVALID_PAYLOAD = "invalid_payload"
     ADMIN_DISABLED = "admin_disabled"
     RETRIES_EXHAUSTED = "retries_exhausted"
+    POOL_NOT_ALLOWED = "pool_not_allowed"
 
 
 # Error codes that decide locally, without a call.
