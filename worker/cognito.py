@@ -1,8 +1,14 @@
-"""The Cognito adapter: `sign_out(target)` over aiobotocore, errors mapped into `errors.py`.
+"""The Cognito adapter: `sign_out(target, route)` over aiobotocore, errors mapped into `errors.py`.
+
+One client per Region in use (and per assumed role for admin calls across accounts), created on
+first use and closed at shutdown. The endpoint is botocore's own for the Region, or the configured
+emulator's (SIGNOUT_COGNITO__ENDPOINT_URL: one URL, a URL with `{region}`, or a map Region -> URL);
+the Region comes from `routing.Route`, never a host from a token.
 
 SDK retries are off (one attempt per call) so that every attempt passes the worker's own rate
 limiter. GlobalSignOut is authorised by the token itself (botocore sends it unsigned); only
-AdminUserGlobalSignOut needs AWS credentials. Error messages are scrubbed before they go anywhere.
+AdminUserGlobalSignOut needs AWS credentials: the worker's own, or those of the role that
+SIGNOUT_COGNITO__ADMIN_ROLES names for the pool. Error messages are scrubbed before use.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from aiobotocore.config import AioConfig
-from aiobotocore.session import get_session
+from aiobotocore.session import AioSession, get_session
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
@@ -27,12 +33,15 @@ from worker.errors import RetryableError, SignOutError, UnreachableError, classi
 from worker.events import AdminTarget, Target, TokenTarget
 from worker.metrics import OPERATIONS, Metrics
 from worker.redaction import scrub
+from worker.roles import RolePolicy, assume_role_refresher, role_credentials, session_with
+from worker.routing import Route, Router
 from worker.settings import CognitoSettings
 
 if TYPE_CHECKING:
     from types_aiobotocore_cognito_idp import CognitoIdentityProviderClient
 
 GLOBAL, ADMIN = OPERATIONS
+REGION_PLACEHOLDER = "{region}"
 _TRANSPORT_ERRORS = (BotoCoreError, aiohttp.ClientError, OSError, TimeoutError)
 # No connection was made, so the request was never seen: an outage, not this request's problem.
 _UNREACHABLE = (
@@ -48,43 +57,74 @@ def operation(target: Target) -> str:
     return GLOBAL if isinstance(target, TokenTarget) else ADMIN
 
 
-class CognitoSigner:
-    """Owns one aiobotocore client for the worker's lifetime (`async with`)."""
+def endpoint_for(settings: CognitoSettings, region: str) -> str | None:
+    """The configured emulator's URL for `region`; None: botocore's own endpoint."""
+    configured = settings.endpoint_url
+    if isinstance(configured, dict):
+        return configured.get(region)
+    if configured is None:
+        return None
+    return configured.replace(REGION_PLACEHOLDER, region)
 
-    def __init__(self, settings: CognitoSettings, metrics: Metrics, max_connections: int) -> None:
+
+# A client is for one Region and one set of credentials: the worker's own (None) or a role's.
+ClientKey = tuple[str, str | None]
+
+
+class CognitoSigner:
+    """Owns the clients, one per Region (and assumed role) in use, for its lifetime (`async with`).
+
+    `role_policy` sets the assumed roles' lifetime and refresh point (tests shorten both).
+    """
+
+    def __init__(
+        self,
+        settings: CognitoSettings,
+        metrics: Metrics,
+        max_connections: int,
+        role_policy: RolePolicy | None = None,
+    ) -> None:
         self._settings = settings
+        self._router = Router(settings)
         self._metrics = metrics
-        self._max_connections = max_connections
+        self._role_policy = role_policy or RolePolicy()
+        self._config = AioConfig(
+            retries={"mode": "standard", "total_max_attempts": 1},
+            connect_timeout=settings.timeout_seconds,
+            read_timeout=settings.timeout_seconds,
+            max_pool_connections=max(max_connections, 10),
+        )
         self._stack = AsyncExitStack()
-        self._client: CognitoIdentityProviderClient | None = None
+        self._clients: dict[ClientKey, CognitoIdentityProviderClient] = {}
+        self._locks: dict[ClientKey, asyncio.Lock] = {}
+        self._role_sessions: dict[str, AioSession] = {}
+        self._role_locks: dict[str, asyncio.Lock] = {}
+        self._closed = False
+
+    @property
+    def clients(self) -> frozenset[ClientKey]:
+        """The (Region, role) pairs a client was created for."""
+        return frozenset(self._clients)
 
     async def __aenter__(self) -> CognitoSigner:
-        config = AioConfig(
-            retries={"mode": "standard", "total_max_attempts": 1},
-            connect_timeout=self._settings.timeout_seconds,
-            read_timeout=self._settings.timeout_seconds,
-            max_pool_connections=max(self._max_connections, 10),
-        )
-        self._client = await self._stack.enter_async_context(
-            get_session().create_client(
-                "cognito-idp",
-                region_name=self._settings.region,
-                endpoint_url=self._settings.endpoint_url,
-                config=config,
-            )
-        )
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
+        self._closed = True
         await self._stack.aclose()
 
-    async def sign_out(self, target: Target) -> None:
-        """One attempt. Raises a `SignOutError` subclass on any failure."""
+    async def sign_out(self, target: Target, route: Route | None = None) -> None:
+        """One attempt in `route.region`. Raises a `SignOutError` subclass on any failure.
+
+        Without a route the signer routes the target itself (`routing.Router`): a target that
+        cannot be routed fails with its local `PermanentError` before any call or metric.
+        """
+        route = route or self._router.route(target)
         op = operation(target)
         started = time.perf_counter()
         result: str | None = None  # stays None when cancelled: not a Cognito result
         try:
-            await asyncio.wait_for(self._call(target), self._settings.timeout_seconds + 1)
+            await asyncio.wait_for(self._call(target, route), self._settings.timeout_seconds + 1)
             result = "ok"
         except SignOutError as exc:
             result = exc.code
@@ -94,20 +134,20 @@ class CognitoSigner:
             raise RetryableError(result, "no answer within the call timeout") from None
         finally:
             if result is not None:
-                self._metrics.cognito_requests.labels(operation=op, result=result).inc()
-                self._metrics.cognito_duration.labels(operation=op).observe(
+                labels = {"operation": op, "region": route.region}
+                self._metrics.cognito_requests.labels(result=result, **labels).inc()
+                self._metrics.cognito_duration.labels(**labels).observe(
                     time.perf_counter() - started
                 )
 
-    async def _call(self, target: Target) -> None:
-        client = self._client
-        if client is None:
-            raise RuntimeError("CognitoSigner used outside `async with`")
+    async def _call(self, target: Target, route: Route) -> None:
         secrets = (target.token.get_secret_value(),) if isinstance(target, TokenTarget) else ()
         try:
             if isinstance(target, TokenTarget):
+                client = await self._client((route.region, None))
                 await client.global_sign_out(AccessToken=target.token.get_secret_value())
             else:
+                client = await self._client((route.region, route.role_arn))
                 await _admin_sign_out(client, target)
         except ClientError as exc:
             raise _from_client_error(exc.response, secrets) from None
@@ -115,6 +155,47 @@ class CognitoSigner:
             raise UnreachableError(type(exc).__name__, scrub(str(exc), secrets)) from None
         except _TRANSPORT_ERRORS as exc:
             raise RetryableError(type(exc).__name__, scrub(str(exc), secrets)) from None
+
+    async def _client(self, key: ClientKey) -> CognitoIdentityProviderClient:
+        client = self._clients.get(key)
+        if client is not None:
+            return client
+        # One creation per key even when its first requests arrive together.
+        async with self._locks.setdefault(key, asyncio.Lock()):
+            client = self._clients.get(key)
+            if client is None:
+                client = await self._create(key)
+                self._clients[key] = client
+        return client
+
+    async def _create(self, key: ClientKey) -> CognitoIdentityProviderClient:
+        if self._closed:
+            raise RuntimeError("CognitoSigner used after `async with`")
+        region, role_arn = key
+        session = get_session() if role_arn is None else await self._role_session(role_arn, region)
+        client = await self._stack.enter_async_context(
+            session.create_client(
+                "cognito-idp",
+                region_name=region,
+                endpoint_url=endpoint_for(self._settings, region),
+                config=self._config,
+            )
+        )
+        self._metrics.start_region(region)
+        return client
+
+    async def _role_session(self, role_arn: str, region: str) -> AioSession:
+        """One session per role: its credentials are account-wide, shared by every Region."""
+        async with self._role_locks.setdefault(role_arn, asyncio.Lock()):
+            session = self._role_sessions.get(role_arn)
+            if session is None:
+                policy = self._role_policy
+                refresh = assume_role_refresher(
+                    role_arn, region, endpoint_for(self._settings, region), policy.duration_seconds
+                )
+                session = session_with(await role_credentials(refresh, policy))
+                self._role_sessions[role_arn] = session
+        return session
 
 
 async def _admin_sign_out(client: CognitoIdentityProviderClient, target: AdminTarget) -> None:

@@ -46,6 +46,7 @@ class Reason(StrEnum):
     ADMIN_DISABLED = "admin_disabled"
     RETRIES_EXHAUSTED = "retries_exhausted"
     INTERNAL_ERROR = "internal_error"
+    POOL_NOT_ALLOWED = "pool_not_allowed"
 
 
 # Error codes that decide locally, without a call.

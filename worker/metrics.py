@@ -7,6 +7,8 @@ not see that increment (the first dead letter after a start would never alert).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from worker import __version__
@@ -47,7 +49,11 @@ _WAIT_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 
 
 
 class Metrics:
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    """`regions`: the Regions whose series start at 0 (others start on `start_region`)."""
+
+    def __init__(
+        self, registry: CollectorRegistry | None = None, regions: Iterable[str] = ()
+    ) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
         self.events = Counter(
@@ -55,14 +61,14 @@ class Metrics:
         )
         self.cognito_requests = Counter(
             "signout_cognito_requests",
-            "Cognito calls by operation and result (ok or the error code)",
-            ["operation", "result"],
+            "Cognito calls by operation, result (ok or the error code) and Region",
+            ["operation", "result", "region"],
             registry=r,
         )
         self.cognito_duration = Histogram(
             "signout_cognito_request_duration_seconds",
             "Cognito call latency",
-            ["operation"],
+            ["operation", "region"],
             buckets=_CALL_BUCKETS,
             registry=r,
         )
@@ -89,11 +95,15 @@ class Metrics:
         )
         self.inflight = Gauge("signout_inflight_events", "Records being worked on", registry=r)
         self.rate_limit = Gauge(
-            "signout_rate_limit_per_second", "This replica's current request budget", registry=r
+            "signout_rate_limit_per_second",
+            "This replica's current request budget",
+            ["region"],
+            registry=r,
         )
         self.limiter_wait = Histogram(
             "signout_rate_limiter_wait_seconds",
             "Time an attempt waited for a rate-limit token",
+            ["region"],
             buckets=_WAIT_BUCKETS,
             registry=r,
         )
@@ -114,6 +124,8 @@ class Metrics:
         self.build_info = Gauge("signout_build_info", "Build information", ["version"], registry=r)
         self.build_info.labels(version=__version__).set(1)
         self._start_known_series()
+        for region in regions:
+            self.start_region(region)
 
     def _start_known_series(self) -> None:
         for outcome, reasons in OUTCOME_REASONS.items():
@@ -123,11 +135,16 @@ class Metrics:
             self.dlq_records.labels(reason=reason)
         for error in DLQ_WRITE_ERRORS:
             self.dlq_write_errors.labels(error=error)
-        for operation in OPERATIONS:
-            self.cognito_duration.labels(operation=operation)
-            for result in ("ok", THROTTLE_CODE):
-                self.cognito_requests.labels(operation=operation, result=result)
         self.retries.labels(code=THROTTLE_CODE)
+
+    def start_region(self, region: str) -> None:
+        """Series of a Region at 0 (idempotent). The label is bounded: routing admits only
+        Regions botocore knows for cognito-idp."""
+        for operation in OPERATIONS:
+            self.cognito_duration.labels(operation=operation, region=region)
+            for result in ("ok", THROTTLE_CODE):
+                self.cognito_requests.labels(operation=operation, result=result, region=region)
+        self.limiter_wait.labels(region=region)
 
 
 def dlq_write_error(exc: BaseException) -> str:

@@ -8,8 +8,10 @@ safeguard off. What only the cluster can tell (topics exist, credentials work) i
 
 from __future__ import annotations
 
+import json
 import os
 import re
+from collections.abc import Iterable
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
@@ -22,8 +24,10 @@ from pydantic import (
     ValidationInfo,
     field_validator,
 )
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from pydantic_settings import SettingsError as SourceError
+
+from worker import regions
 
 ENV_PREFIX = "SIGNOUT_"
 NESTING = "__"
@@ -140,11 +144,84 @@ class KafkaSettings(BaseModel):
         return named
 
 
+# An IAM role in any partition: arn:aws:iam::123456789012:role/path/name
+_ROLE_ARN = re.compile(r"arn:aws(?:-cn|-us-gov)?:iam::\d{12}:role/[\w+=,.@/-]{1,512}")
+
+
 class CognitoSettings(BaseModel):
+    # Tokens without an `iss` claim, and every call when no Region can be told, go here.
     region: Region = "us-east-1"
-    endpoint_url: Annotated[str, AfterValidator(_endpoint_url)] | None = None
+    # One URL for every Region, a URL with a `{region}` placeholder, or a JSON map Region -> URL
+    # (Regions not in the map use AWS's own endpoint). Unset: AWS's own endpoint per Region.
+    endpoint_url: Annotated[str | dict[str, str] | None, NoDecode] = None
     admin_enabled: bool = True
     timeout_seconds: float = Field(5.0, gt=0, le=300, allow_inf_nan=False)
+    # Allowed pool ids (JSON list or comma-separated); unset: any pool.
+    user_pools: Annotated[frozenset[str] | None, NoDecode] = None
+    # Pool id -> account name: one rate budget per (account, Region).
+    accounts: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
+    # Account name or pool id -> IAM role ARN assumed for admin calls to that pool.
+    admin_roles: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
+    # Pool id -> Region for admin calls to a pool replicated across Regions.
+    pool_regions: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
+
+    @field_validator("endpoint_url", "accounts", "admin_roles", "pool_regions", mode="before")
+    @classmethod
+    def _json_map(cls, value: object) -> object:
+        return _json_object(value)
+
+    @field_validator("endpoint_url")
+    @classmethod
+    def _endpoints_name_known_regions(
+        cls, value: str | dict[str, str] | None
+    ) -> str | dict[str, str] | None:
+        if isinstance(value, dict):
+            _known_regions(value)
+            for url in value.values():
+                _endpoint_url(url)
+        elif value is not None:
+            _endpoint_url(value.replace("{region}", "us-east-1"))
+        return value
+
+    @field_validator("user_pools", mode="before")
+    @classmethod
+    def _pool_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [part.strip() for part in text.split(",") if part.strip()]
+        return value
+
+    @field_validator("user_pools")
+    @classmethod
+    def _pools_are_pool_ids(cls, value: frozenset[str] | None) -> frozenset[str] | None:
+        if value is not None:
+            _pool_ids(value)
+        return value
+
+    @field_validator("accounts")
+    @classmethod
+    def _accounts_by_pool(cls, value: dict[str, str]) -> dict[str, str]:
+        _pool_ids(value)
+        if not all(value.values()):
+            raise ValueError("account names must not be empty")
+        return value
+
+    @field_validator("admin_roles")
+    @classmethod
+    def _roles_are_arns(cls, value: dict[str, str]) -> dict[str, str]:
+        bad = sorted(k for k, arn in value.items() if not _ROLE_ARN.fullmatch(arn))
+        if bad:
+            raise ValueError(f"not an IAM role ARN for {', '.join(bad)}")
+        return value
+
+    @field_validator("pool_regions")
+    @classmethod
+    def _pool_regions_known(cls, value: dict[str, str]) -> dict[str, str]:
+        _pool_ids(value)
+        _known_regions(value.values())
+        return value
 
 
 class RateSettings(BaseModel):
@@ -152,6 +229,40 @@ class RateSettings(BaseModel):
     per_second: float = Field(20.0, gt=0, le=10_000, allow_inf_nan=False)
     # Calls that may go out back to back after an idle spell; large values defeat the budget.
     burst: float = Field(1.0, ge=1, le=100, allow_inf_nan=False)
+    # Region -> budget, overriding `per_second` for every account in that Region.
+    regions: Annotated[dict[str, float], NoDecode] = Field(default_factory=dict)
+
+    @field_validator("regions", mode="before")
+    @classmethod
+    def _json_map(cls, value: object) -> object:
+        return _json_object(value)
+
+    @field_validator("regions")
+    @classmethod
+    def _regions_known(cls, value: dict[str, float]) -> dict[str, float]:
+        _known_regions(value)
+        if not all(0 < budget <= 10_000 for budget in value.values()):
+            raise ValueError("every budget must be above 0 and at most 10000")
+        return value
+
+
+def _json_object(value: object) -> object:
+    # Read here rather than by the settings source, so that an error names the variable.
+    if isinstance(value, str) and value.lstrip().startswith("{"):
+        return json.loads(value)
+    return value
+
+
+def _known_regions(names: Iterable[str]) -> None:
+    unknown = sorted(r for r in names if not regions.is_known(r))
+    if unknown:
+        raise ValueError(f"unknown Region {', '.join(unknown)}")
+
+
+def _pool_ids(names: Iterable[str]) -> None:
+    bad = sorted(p for p in names if not regions.is_known(regions.pool_region(p) or ""))
+    if bad:
+        raise ValueError(f"not a pool id of a known Region: {', '.join(bad)}")
 
 
 class RetrySettings(BaseModel):
