@@ -3,13 +3,17 @@
 **Schedule (GCRA / virtual scheduling).** Each grant has a scheduled time, its *slot*; the next slot
 is one emission interval T = 1/rate after the last one, and a waiter is granted once its slot has
 come. A late wake-up does not move the schedule: the next slot stays where it was, so the time lost
-is made up and the long-run rate equals the budget. Making up is bounded by the tolerance, `burst`
-emission intervals (default one): the next slot is never earlier than `last grant + T - burst·T`.
-Hence, with a constant rate r and burst b, any half-open window of one second holds fewer than
-r + b + 1 grants: at most r + 1 for a whole-number budget with the default burst. With the rate
-changing, r is the highest rate in force at the window's grants. Idle time is not owed: a request
-that finds nobody waiting is scheduled no earlier than its arrival, so an idle limiter does not
-release a burst.
+is made up. Making up is bounded by the tolerance, `burst` emission intervals (default one): the
+next slot is never earlier than `last grant + T - burst·T`. Idle time is not owed: a request that
+finds nobody waiting is scheduled no earlier than its arrival, so an idle limiter releases no burst.
+
+**Never over the budget in any window.** On top of the schedule, no `window` seconds (default one,
+Cognito's quota period) hold more than ⌈rate⌉ grants, the rate being the one in force at each grant.
+So making up never puts a second over the budget; what a late wake-up costs is at most its own
+lateness once per second (about 0.1% for 1 ms), where a token bucket capped at one token loses it
+on every interval. The window counts grants; a call reaches Cognito a little later and that delay
+varies, so a quota exactly equal to the budget can still see one call more in a second: a `window`
+a little above one second buys margin for that, at the same cost in rate.
 
 **Start-up.** A fresh process's first calls wait on connection set-up and would then reach Cognito
 together. So until the first call has completed, one grant only: the rest wait until the caller
@@ -40,6 +44,7 @@ limiters: one per budget.
 from __future__ import annotations
 
 import asyncio
+import math
 from collections import deque
 from collections.abc import Callable
 from typing import Protocol
@@ -80,6 +85,7 @@ class RateLimiter:
         decrease_interval: float = 1.0,
         increase_fraction: float = 0.05,
         warmup_timeout: float = 5.0,
+        window: float = 1.0,
         timer: Timer | None = None,
         on_change: Callable[[float], None] = lambda rate: None,
     ) -> None:
@@ -89,15 +95,17 @@ class RateLimiter:
         self._decrease_interval = decrease_interval
         self._increase_fraction = increase_fraction
         self._warmup_timeout = warmup_timeout
+        self._window = window
         self._last_decrease = float("-inf")
         self._ceiling = max(rate, MIN_RATE)
         self._rate = self._ceiling
         self._slot = float("-inf")  # the scheduled time of the last grant
         self._last = float("-inf")  # when the last grant was made
         self._not_before = float("-inf")  # arrival after idle, throttling, end of start-up
+        self._recent: deque[float] = deque()  # grant times within the last window
         self._warm = warmup_timeout <= 0  # a call has completed: connections are set up
         self._warm_by: float | None = None  # when start-up stops waiting for that report
-        self._lanes: tuple[deque[asyncio.Future[None]], ...] = (deque(), deque())
+        self._lanes: tuple[deque[asyncio.Future[float]], ...] = (deque(), deque())
         self._waiting = [0, 0]
         self._alarm: Alarm | None = None
         self._alarm_at = float("inf")
@@ -185,7 +193,11 @@ class RateLimiter:
         self._pump()
 
     def _due(self) -> float:
-        """When the next slot comes, at the current rate."""
+        """When the next grant may be made: its slot, unless the last second is full."""
+        return max(self._scheduled(), self._window_frees())
+
+    def _scheduled(self) -> float:
+        """The next slot at the current rate."""
         interval = 1.0 / self._rate
         due = max(
             self._slot + interval,
@@ -196,6 +208,13 @@ class RateLimiter:
             return max(due, self._warm_by)
         return due
 
+    def _window_frees(self) -> float:
+        """When the last window holds fewer grants than it may."""
+        allowed = max(1, math.ceil(self._rate - 1e-9))
+        if len(self._recent) < allowed:
+            return float("-inf")
+        return self._recent[-allowed] + self._window
+
     def _pump(self) -> None:
         """Grant every waiter whose slot has come; arm the timer for the next one."""
         if not any(self._waiting):
@@ -203,14 +222,15 @@ class RateLimiter:
             return
         now = self._now()
         while (lane := self._head()) is not None:
-            due = self._due()
+            slot = self._scheduled()
+            due = max(slot, self._window_frees())
             if due > now:
                 self._arm(due)
                 return
-            self._slot, self._last = due, now
+            self._slot = slot  # a wait for the window does not move the schedule
             if self._warm_by is None and not self._warm:
                 self._warm_by = now + self._warmup_timeout
-            self._grant(lane)
+            self._grant(lane, now)
         self._disarm()
 
     def _head(self) -> int | None:
@@ -222,19 +242,24 @@ class RateLimiter:
                 return lane
         return None
 
-    def _grant(self, lane: int) -> None:
+    def _grant(self, lane: int, now: float) -> None:
+        self._last = max(self._last, now)
+        self._recent.append(now)
+        while self._recent[0] <= now - self._window:
+            self._recent.popleft()
         self._waiting[lane] -= 1
-        self._lanes[lane].popleft().set_result(None)
+        self._lanes[lane].popleft().set_result(now)
 
-    def _abandon(self, granted: asyncio.Future[None], lane: int) -> None:
+    def _abandon(self, granted: asyncio.Future[float], lane: int) -> None:
         if granted.cancelled():
             self._waiting[lane] -= 1  # its place is dropped when it reaches the head
             return
         # Granted, but cancelled before it could run: the next waiter takes the slot now.
         head = self._head()
         if head is not None:
-            self._last = max(self._last, self._now())
-            self._grant(head)
+            if granted.result() in self._recent:
+                self._recent.remove(granted.result())  # a call that was never made
+            self._grant(head, self._now())
             self._pump()
 
     def _arm(self, when: float) -> None:

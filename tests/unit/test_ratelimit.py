@@ -202,7 +202,8 @@ async def test_lateness_beyond_one_interval_is_made_up_by_one_interval_only() ->
 async def test_long_run_rate_equals_the_budget_with_late_wake_ups() -> None:
     rate = 50.0
     rng = random.Random(7)
-    limiter, timer = _limiter(rate, timer=FakeTimer(lambda: rng.uniform(0.0, 1.0 / rate)))
+    # Wake-ups up to 2 ms late; the old token bucket lost 5% of 50/s to 1 ms of lateness.
+    limiter, timer = _limiter(rate, timer=FakeTimer(lambda: rng.uniform(0.0, 0.002)))
     load = Load(limiter, timer)
     for i in range(8):
         load.start(f"t{i}", 1_250)
@@ -211,13 +212,29 @@ async def test_long_run_rate_equals_the_budget_with_late_wake_ups() -> None:
     assert len(times) == 10_000
     achieved = (len(times) - 1) / (times[-1] - times[0])
     assert achieved / rate == pytest.approx(1.0, abs=0.005)
-    assert busiest_window(times) <= rate + 1
+    assert busiest_window(times) <= rate
+
+
+async def test_wake_ups_however_late_never_put_more_than_the_rate_in_one_second() -> None:
+    rate = 20.0
+    rng = random.Random(11)
+    late = lambda: rng.choice([0.0] * 12 + [0.001, 0.02, 0.07, 0.16, 0.4])  # noqa: E731 - to 8 T
+    limiter, timer = _limiter(rate, timer=FakeTimer(late))
+    load = Load(limiter, timer)
+    for i in range(6):
+        load.start(f"t{i}", 500)
+    await timer.run_for(1_000.0)
+    times = load.times()
+    assert len(times) == 3_000
+    assert busiest_window(times) <= rate
+    made_up = sum(1 for a, b in itertools.pairwise(times) if b == a)
+    assert made_up > 0  # two grants at once: a late slot and the one that makes up for it
 
 
 _GAP = st.floats(0.0, 0.4)
 _EVENTS = st.lists(
     st.one_of(
-        st.tuples(st.just("arrive"), _GAP, st.integers(1, 40), st.booleans()),
+        st.tuples(st.just("arrive"), _GAP, st.integers(1, 300), st.booleans()),
         st.tuples(st.just("ceiling"), _GAP, st.floats(0.5, 60.0), st.booleans()),
         st.tuples(st.just("throttled"), _GAP, st.just(0), st.booleans()),
         st.tuples(st.just("success"), _GAP, st.integers(1, 50), st.booleans()),
@@ -251,8 +268,9 @@ def _schedule(limiter: RateLimiter, timer: FakeTimer, load: Load, events: list[t
         at += gap
 
         def act(kind: str = kind, value: float = value, urgent: bool = urgent) -> None:
-            if kind == "arrive":
-                load.start(kind, int(value), urgent=urgent)
+            if kind == "arrive":  # a few tasks (a backlog), each taking grants in a row
+                for _ in range(int(value) % 6 + 1):
+                    load.start(kind, int(value) // 6 + 1, urgent=urgent)
             elif kind == "ceiling":
                 limiter.set_ceiling(value)
             elif kind == "throttled":
@@ -266,13 +284,13 @@ def _schedule(limiter: RateLimiter, timer: FakeTimer, load: Load, events: list[t
         timer.call_at(at, act)
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     rate=st.floats(0.5, 60.0),
     events=_EVENTS,
     lateness=st.lists(st.floats(0.0, 0.3), min_size=1, max_size=20),
 )
-async def test_no_one_second_window_exceeds_the_rate_by_more_than_one(
+async def test_no_one_second_window_holds_more_grants_than_the_rate(
     rate: float, events: list[tuple], lateness: list[float]
 ) -> None:
     late = itertools.cycle(lateness)
@@ -286,7 +304,7 @@ async def test_no_one_second_window_exceeds_the_rate_by_more_than_one(
     for i, start in enumerate(times):
         inside = [t for t in times[i:] if t < start + 1.0 - EPSILON]
         highest = log.highest(start, inside[-1])
-        assert len(inside) <= math.ceil(highest) + 1, (start, highest, inside)
+        assert len(inside) <= math.ceil(highest - 1e-9), (start, highest, inside)
     await load.stop()
 
 
