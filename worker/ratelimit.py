@@ -1,21 +1,78 @@
-"""A token bucket whose rate can change at run time, with additive-increase/multiplicative-decrease.
+"""Pacing calls against one rate budget: a virtual schedule, two lanes, AIMD, the partition share.
 
-Every Cognito attempt, first or retry, takes one token. The ceiling is this replica's share of the
-group budget (set on every rebalance). On TooManyRequests someone else is using the account's
-quota: the current rate drops by `decrease_factor` (at most once per `decrease_interval`, so one
-burst of throttles counts once) and climbs back by `increase_fraction` of the ceiling per second,
-never above the ceiling. Waiters are served first come, first served (an asyncio.Lock is FIFO).
+**Schedule (GCRA / virtual scheduling).** Each grant has a scheduled time, its *slot*; the next slot
+is one emission interval T = 1/rate after the last one, and a waiter is granted once its slot has
+come. A late wake-up does not move the schedule: the next slot stays where it was, so the time lost
+is made up. Making up is bounded by the tolerance, `burst` emission intervals (default one): the
+next slot is never earlier than `last grant + T - burst·T`. Idle time is not owed: a request that
+finds nobody waiting is scheduled no earlier than its arrival, so an idle limiter releases no burst.
+
+**Never over the budget in any window.** On top of the schedule, no `window` seconds (default one,
+Cognito's quota period) hold more than ⌈rate⌉ grants, the rate being the one in force at each grant.
+So making up never puts a second over the budget; what a late wake-up costs is at most its own
+lateness once per second (about 0.1% for 1 ms), where a token bucket capped at one token loses it
+on every interval. The window counts grants; a call reaches Cognito a little later and that delay
+varies, so a quota exactly equal to the budget can still see one call more in a second: a `window`
+a little above one second buys margin for that, at the same cost in rate.
+
+**Start-up.** A fresh process's first calls wait on connection set-up and would then reach Cognito
+together. So until the first call has completed, one grant only: the rest wait until the caller
+reports a completion (`on_success`, `on_throttled` or `on_done`), and the schedule restarts at that
+moment. Should no report come (a caller that reports only some outcomes), the gate opens
+`warmup_timeout` seconds after the first grant; 0 disables it.
+
+**Lanes.** `acquire(urgent=True)` takes the next slot before any bulk waiter; first come, first
+served within a lane. Priority is strict: while urgent requests alone fill the budget, bulk waits
+(visible through `waiting()`). A waiter cancelled while waiting gives up its place and the next one
+takes the slot when it comes; one cancelled after its slot was granted, before it could run, hands
+the slot on at once.
+
+**Rate changes reach current waiters.** Nobody sleeps: waiters hold futures, and one timer is armed
+for the next slot. A new ceiling (`set_ceiling`, after a rebalance) or an AIMD step recomputes the
+slot and re-arms the timer.
+
+**AIMD.** On TooManyRequests someone else is using the account's quota: the rate drops by
+`decrease_factor` (at most once per `decrease_interval`, so one burst of throttles counts once) and
+the next slot is a full interval at the new rate away; each success adds back `increase_fraction`
+of the ceiling per second's worth of successes, never above the ceiling (this replica's share of
+the budget, set on every rebalance).
+
+The event loop is taken at first use (or a `Timer` is injected), and nothing is shared between
+limiters: one per budget.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
-
-Clock = Callable[[], float]
-Sleep = Callable[[float], Awaitable[None]]
+import math
+from collections import deque
+from collections.abc import Callable
+from typing import Protocol
 
 MIN_RATE = 0.1
+URGENT, BULK = 0, 1
+
+
+class Alarm(Protocol):
+    def cancel(self) -> None: ...
+
+
+class Timer(Protocol):
+    """A clock and one-shot callbacks at a time of that clock; the running event loop is one."""
+
+    def time(self) -> float: ...
+    def call_at(self, when: float, callback: Callable[[], None]) -> Alarm: ...
+
+
+class _LoopTimer:
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+
+    def time(self) -> float:
+        return self._loop.time()
+
+    def call_at(self, when: float, callback: Callable[[], None]) -> Alarm:
+        return self._loop.call_at(when, callback)
 
 
 class RateLimiter:
@@ -27,76 +84,209 @@ class RateLimiter:
         decrease_factor: float = 0.75,
         decrease_interval: float = 1.0,
         increase_fraction: float = 0.05,
-        clock: Clock | None = None,
-        sleep: Sleep = asyncio.sleep,
+        warmup_timeout: float = 5.0,
+        window: float = 1.0,
+        timer: Timer | None = None,
         on_change: Callable[[float], None] = lambda rate: None,
     ) -> None:
-        self._clock = clock or asyncio.get_running_loop().time
-        self._sleep = sleep
+        self._timer = timer
         self._burst = burst
         self._decrease = decrease_factor
         self._decrease_interval = decrease_interval
         self._increase_fraction = increase_fraction
+        self._warmup_timeout = warmup_timeout
+        self._window = window
         self._last_decrease = float("-inf")
         self._ceiling = max(rate, MIN_RATE)
         self._rate = self._ceiling
-        self._tokens = burst
-        self._updated = self._clock()
-        self._lock = asyncio.Lock()
+        self._slot = float("-inf")  # the scheduled time of the last grant
+        self._last = float("-inf")  # when the last grant was made
+        self._not_before = float("-inf")  # arrival after idle, throttling, end of start-up
+        self._recent: deque[float] = deque()  # grant times within the last window
+        self._warm = warmup_timeout <= 0  # a call has completed: connections are set up
+        self._warm_by: float | None = None  # when start-up stops waiting for that report
+        self._lanes: tuple[deque[asyncio.Future[float]], ...] = (deque(), deque())
+        self._waiting = [0, 0]
+        self._alarm: Alarm | None = None
+        self._alarm_at = float("inf")
         self._on_change = on_change
         on_change(self._rate)
 
     @property
     def rate(self) -> float:
-        """The current rate (tokens per second)."""
+        """The current rate (grants per second)."""
         return self._rate
 
     @property
     def ceiling(self) -> float:
         return self._ceiling
 
+    def waiting(self, urgent: bool = False) -> int:
+        """How many requests of a lane wait for a slot."""
+        return self._waiting[URGENT if urgent else BULK]
+
+    def next_free_in(self, urgent: bool = False) -> float:
+        """About how long a request arriving now in that lane would wait (0 when a slot is free)."""
+        ahead = self._waiting[URGENT] + (0 if urgent else self._waiting[BULK])
+        now = self._now()
+        due = self._due() if ahead else max(self._due(), now)
+        return max(0.0, due - now) + ahead / self._rate
+
+    async def acquire(self, urgent: bool = False) -> float:
+        """Wait for this request's slot; returns the seconds waited."""
+        started = self._now()
+        lane = URGENT if urgent else BULK
+        if not any(self._waiting):
+            self._not_before = max(self._not_before, started)  # idle time is not owed
+        granted = asyncio.get_running_loop().create_future()
+        self._lanes[lane].append(granted)
+        self._waiting[lane] += 1
+        self._pump()
+        try:
+            await granted
+        except asyncio.CancelledError:
+            self._abandon(granted, lane)
+            raise
+        return self._now() - started
+
     def set_ceiling(self, rate: float) -> None:
         """A new share of the budget (after a rebalance); the current rate follows at most."""
-        self._refill()
         at_full_rate = self._rate >= self._ceiling
         self._ceiling = max(rate, MIN_RATE)
-        self._rate = self._ceiling if at_full_rate else min(self._rate, self._ceiling)
-        self._on_change(self._rate)
+        self._set_rate(self._ceiling if at_full_rate else min(self._rate, self._ceiling))
 
     def on_throttled(self) -> None:
         """Multiplicative decrease, once per interval however many throttles arrive in it."""
-        now = self._clock()
-        if now - self._last_decrease < self._decrease_interval:
-            return
-        self._refill()
-        self._last_decrease = now
-        self._rate = max(self._rate * self._decrease, MIN_RATE)
-        self._tokens = min(self._tokens, 0.0)
-        self._on_change(self._rate)
+        now = self._now()
+        if now - self._last_decrease >= self._decrease_interval:
+            self._last_decrease = now
+            self._rate = max(self._rate * self._decrease, MIN_RATE)
+            # Cognito said "too many": the next call waits a full interval at the new rate.
+            self._not_before = max(self._not_before, now + 1.0 / self._rate)
+            self._changed()
+        self.on_done()
 
     def on_success(self) -> None:
         """Additive increase: `increase_fraction` of the ceiling per second of successes."""
+        self.on_done()
         if self._rate < self._ceiling:
-            self._refill()
             step = max(self._ceiling * self._increase_fraction, 0.5) / max(self._rate, 1.0)
-            self._rate = min(self._ceiling, self._rate + step)
-            self._on_change(self._rate)
+            self._set_rate(min(self._ceiling, self._rate + step))
 
-    async def acquire(self) -> float:
-        """Wait for one token; returns the seconds waited."""
-        started = self._clock()
-        async with self._lock:
-            while True:
-                self._refill()
-                if self._tokens >= 1.0:
-                    self._tokens -= 1.0
-                    return self._clock() - started
-                await self._sleep((1.0 - self._tokens) / self._rate)
+    def on_done(self) -> None:
+        """A granted call has completed, whatever its outcome: the start-up gate opens."""
+        if self._warm:
+            return
+        self._warm = True
+        now = self._now()
+        if self._warm_by is not None and now < self._warm_by:
+            self._not_before = max(self._not_before, now)  # the schedule starts from here
+        self._pump()
 
-    def _refill(self) -> None:
-        now = self._clock()
-        self._tokens = min(self._burst, self._tokens + (now - self._updated) * self._rate)
-        self._updated = now
+    def _set_rate(self, rate: float) -> None:
+        if rate != self._rate:
+            self._rate = rate
+            self._changed()
+
+    def _changed(self) -> None:
+        self._on_change(self._rate)
+        self._pump()
+
+    def _due(self) -> float:
+        """When the next grant may be made: its slot, unless the last second is full."""
+        return max(self._scheduled(), self._window_frees())
+
+    def _scheduled(self) -> float:
+        """The next slot at the current rate."""
+        interval = 1.0 / self._rate
+        due = max(
+            self._slot + interval,
+            self._last + interval - self._burst * interval,
+            self._not_before,
+        )
+        if not self._warm and self._warm_by is not None:
+            return max(due, self._warm_by)
+        return due
+
+    def _window_frees(self) -> float:
+        """When the last window holds fewer grants than it may."""
+        allowed = max(1, math.ceil(self._rate - 1e-9))
+        if len(self._recent) < allowed:
+            return float("-inf")
+        return self._recent[-allowed] + self._window
+
+    def _pump(self) -> None:
+        """Grant every waiter whose slot has come; arm the timer for the next one."""
+        if not any(self._waiting):
+            self._disarm()
+            return
+        now = self._now()
+        while (lane := self._head()) is not None:
+            slot = self._scheduled()
+            due = max(slot, self._window_frees())
+            if due > now:
+                self._arm(due)
+                return
+            self._slot = slot  # a wait for the window does not move the schedule
+            if self._warm_by is None and not self._warm:
+                self._warm_by = now + self._warmup_timeout
+            self._grant(lane, now)
+        self._disarm()
+
+    def _head(self) -> int | None:
+        """The lane whose first waiter is next, dropping waiters cancelled meanwhile."""
+        for lane, waiters in enumerate(self._lanes):
+            while waiters and waiters[0].done():
+                waiters.popleft()
+            if waiters:
+                return lane
+        return None
+
+    def _grant(self, lane: int, now: float) -> None:
+        self._last = max(self._last, now)
+        self._recent.append(now)
+        while self._recent[0] <= now - self._window:
+            self._recent.popleft()
+        self._waiting[lane] -= 1
+        self._lanes[lane].popleft().set_result(now)
+
+    def _abandon(self, granted: asyncio.Future[float], lane: int) -> None:
+        if granted.cancelled():
+            self._waiting[lane] -= 1  # its place is dropped when it reaches the head
+            return
+        # Granted, but cancelled before it could run: the next waiter takes the slot now.
+        head = self._head()
+        if head is not None:
+            if granted.result() in self._recent:
+                self._recent.remove(granted.result())  # a call that was never made
+            self._grant(head, self._now())
+            self._pump()
+
+    def _arm(self, when: float) -> None:
+        if self._alarm is not None and self._alarm_at == when:
+            return
+        self._disarm()
+        self._alarm = self._clock().call_at(when, self._on_alarm)
+        self._alarm_at = when
+
+    def _disarm(self) -> None:
+        if self._alarm is not None:
+            self._alarm.cancel()
+            self._alarm = None
+            self._alarm_at = float("inf")
+
+    def _on_alarm(self) -> None:
+        self._alarm = None
+        self._alarm_at = float("inf")
+        self._pump()
+
+    def _now(self) -> float:
+        return self._clock().time()
+
+    def _clock(self) -> Timer:
+        if self._timer is None:
+            self._timer = _LoopTimer(asyncio.get_running_loop())
+        return self._timer
 
 
 def partition_share(budget: float, assigned: int, total: int) -> float:
