@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from worker import __version__
+from worker.budgets import Budgets
 from worker.buffer import RecordBuffer
 from worker.cognito import CognitoSigner
 from worker.committer import Committer
@@ -29,9 +30,10 @@ from worker.http import build_app, start_server
 from worker.lag import LagMeter
 from worker.metrics import Metrics
 from worker.offsets import OffsetTracker
-from worker.ratelimit import RateLimiter, partition_share
 from worker.rebalance import RebalanceListener
+from worker.records import Lane
 from worker.repeats import collapsed
+from worker.routing import Router
 from worker.settings import Settings
 from worker.source import KafkaSource, consumer_options
 from worker.startup import Deadline, bounded, check_cluster
@@ -48,6 +50,8 @@ REVOKE_WAIT_SECONDS = 10.0
 # Of the shutdown budget, this much is kept for cancelling, the last commit and closing clients.
 CLOSE_RESERVE_SECONDS = 5.0
 CANCEL_WAIT_SECONDS = 2.0
+# With an urgent topic, bulk records never hold the last 1/8 of the window's slots.
+URGENT_RESERVE_DIVISOR = 8
 
 
 @dataclass
@@ -61,6 +65,8 @@ class Worker:
     def __init__(self, settings: Settings, metrics: Metrics | None = None) -> None:
         self.settings = settings
         self.metrics = metrics or Metrics()
+        # The default Region's series exist from the start; others from their first request.
+        self.metrics.start_region(settings.cognito.region)
         self.stop = asyncio.Event()
         self.health = Health(
             time.monotonic,
@@ -102,11 +108,8 @@ class Worker:
 
     async def _build(self, stack: AsyncExitStack, options: RunOptions) -> ConsumerLoop:
         settings = self.settings
-        limiter = RateLimiter(
-            settings.rate.per_second,
-            burst=settings.rate.burst,
-            on_change=self.metrics.rate_limit.set,
-        )
+        router = Router(settings.cognito, settings.rate)
+        budgets = Budgets(router.budget_for, self.metrics, burst=settings.rate.burst)
         signer = await stack.enter_async_context(
             CognitoSigner(settings.cognito, self.metrics, settings.max_in_flight)
         )
@@ -119,25 +122,6 @@ class Worker:
                 health=self.health,
             )
         )
-        handler = Handler(
-            signer,
-            sink,
-            limiter,
-            self.metrics,
-            retry=settings.retry,
-            dedup=settings.dedup,
-            admin_enabled=settings.cognito.admin_enabled,
-            progress=self.health,
-        )
-        return await self._consume(stack, handler.handle, limiter)
-
-    async def _consume(
-        self,
-        stack: AsyncExitStack,
-        run: RunRecord,
-        limiter: RateLimiter,
-    ) -> ConsumerLoop:
-        settings = self.settings
         buffer_records = settings.max_in_flight * BUFFER_RECORDS_PER_SLOT
         consumer = AIOKafkaConsumer(
             **client_options(settings.kafka), **consumer_options(settings.kafka, buffer_records)
@@ -150,41 +134,90 @@ class Worker:
             min_gap=settings.commit_interval_seconds,
             on_committed=self.metrics.last_commit.set,
         )
+        # The handler parks records in the window while they wait for a budget: built after it.
+        window = self._window(lambda record: handler.handle(record), tracker, committer)
+        handler = Handler(
+            signer,
+            sink,
+            budgets,
+            self.metrics,
+            router=router,
+            parking=window,
+            urgent_topic=settings.kafka.urgent_topic,
+            retry=settings.retry,
+            dedup=settings.dedup,
+            admin_enabled=settings.cognito.admin_enabled,
+            progress=self.health,
+        )
+        loop = self._loop(source, window, committer, budgets)
+        await consumer.start()
+        stack.push_async_callback(_quietly, "consumer", consumer.stop)
+        return loop
+
+    def _window(
+        self, run: RunRecord, tracker: OffsetTracker[TopicPartition], committer: Committer
+    ) -> Window:
+        settings = self.settings
+        urgent = settings.kafka.urgent_topic
+
+        def lane_of(partition: TopicPartition) -> Lane:
+            return Lane.URGENT if partition.topic == urgent else Lane.BULK
 
         def finished(partition: TopicPartition) -> None:
             committer.finished(partition)
             self.health.record_finished()
 
-        buffer: RecordBuffer[TopicPartition] = RecordBuffer(buffer_records, BUFFER_MAX_BYTES)
-        window = Window(
+        buffer: RecordBuffer[TopicPartition] = RecordBuffer(
+            settings.max_in_flight * BUFFER_RECORDS_PER_SLOT, BUFFER_MAX_BYTES, lane_of
+        )
+        reserve = max(settings.max_in_flight // URGENT_RESERVE_DIVISOR, 1) if urgent else 0
+        return Window(
             settings.max_in_flight,
             run,
             tracker,
             buffer,
+            lane_of=lane_of,
+            urgent_reserve=reserve,
             on_size=self.metrics.inflight.set,
             on_done=finished,
         )
-        lag = LagMeter(source, tracker, self.metrics)
-        loop = ConsumerLoop(source, window, committer, lag, self.health, self._timings())
+
+    def _loop(
+        self, source: KafkaSource, window: Window, committer: Committer, budgets: Budgets
+    ) -> ConsumerLoop:
+        settings = self.settings
+        lag = LagMeter(source, window.tracker, self.metrics)
+        loop = ConsumerLoop(
+            source,
+            window,
+            committer,
+            lag,
+            self.health,
+            self._timings(),
+            urgent_topic=settings.kafka.urgent_topic,
+        )
 
         def joined() -> None:
             loop.joined.set()
             self.health.joined(True)
 
+        def assigned(partitions: int, total: int) -> None:
+            self.metrics.assigned_partitions.set(partitions)
+            budgets.set_share(partitions, total)
+
+        topics = settings.kafka.source_topics()
         listener = RebalanceListener(
             source,
             window,
             committer,
             lag,
-            topics=[settings.kafka.topic],
+            topics=topics,
             revoke_wait=min(settings.shutdown_timeout_seconds, REVOKE_WAIT_SECONDS),
             cancel_wait=CANCEL_WAIT_SECONDS,
-            on_assignment=self._share(limiter),
+            on_assignment=assigned,
             on_joined=joined,
         )
-        source.subscribe([settings.kafka.topic], listener)
-        await consumer.start()
-        stack.push_async_callback(_quietly, "consumer", consumer.stop)
+        source.subscribe(topics, listener)
         return loop
 
     def _timings(self) -> LoopTimings:
@@ -193,15 +226,6 @@ class Worker:
         return LoopTimings(
             drain_seconds=budget - reserve, cancel_seconds=min(CANCEL_WAIT_SECONDS, reserve / 2)
         )
-
-    def _share(self, limiter: RateLimiter) -> Callable[[int, int], None]:
-        def on_assignment(assigned: int, total: int) -> None:
-            self.metrics.assigned_partitions.set(assigned)
-            share = partition_share(self.settings.rate.per_second, assigned, total)
-            limiter.set_ceiling(share)
-            log.info("rate share", extra={"per_second": round(share, 3), "partitions": assigned})
-
-        return on_assignment
 
     async def _serve_http(self, stack: AsyncExitStack) -> None:
         app = build_app(self.metrics.registry, self.health)

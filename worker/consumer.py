@@ -6,8 +6,11 @@ The window starts buffered records as its slots free up. While the buffer is ful
 calls `fetch` at least every `keepalive` seconds, because aiokafka leaves the group after
 `max_poll_interval_ms` without one; only if the buffer is full even then are the partitions paused
 (aiokafka drops what it prefetched for a paused partition, so pausing is the rare case), and they
-are resumed once the buffer is down to half. On stop: drain the window within its budget, cancel
-the rest with a deadline, commit.
+are resumed once the buffer is down to half. Records parked in the window (waiting for a rate
+budget) count against the buffer's bounds too. The urgent topic's partitions are never paused and
+are fetched on every turn of the loop, so an urgent record is read within a poll however full the
+buffer is with bulk work. On stop: drain the window within its budget, cancel the rest with a
+deadline, commit.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
 from aiokafka import TopicPartition
@@ -52,8 +55,10 @@ class ConsumerLoop:
         health: Health,
         timings: LoopTimings,
         *,
+        urgent_topic: str | None = None,
         clock: Clock = time.monotonic,
     ) -> None:
+        self._urgent_topic = urgent_topic
         self._source = source
         self._window = window
         self._committer = committer
@@ -84,26 +89,41 @@ class ConsumerLoop:
             await self._drain()
 
     async def _poll_once(self) -> None:
-        buffer = self._window.buffer
         self._health.polled(backlog=len(self._window) > 0 or self._lag.total > 0)
         self._health.commit_stalled(self._committer.stalled_for())
-        if len(buffer) <= buffer.max_records // 2 and buffer.room() > 0:
+        held = self._held()
+        limit = self._window.buffer.max_records
+        if held <= limit // 2 and self._window.buffer.room() > 0:
             self._resume()
-            await self._fetch(self._timings.poll_seconds, buffer.room())
+            await self._fetch((), self._timings.poll_seconds, limit - held)
+            return
+        urgent = self._urgent_partitions()
+        if urgent:  # fetched on every turn: an urgent record never waits behind the bulk buffer
+            await self._fetch(urgent, self._timings.poll_seconds, self._window.capacity)
             return
         await self._window.wait_for_change(self._timings.poll_seconds)
         if self._clock() - self._last_fetch >= self._timings.keepalive_seconds:
-            if buffer.room() == 0:
+            room = max(limit - held, 0) if self._window.buffer.room() > 0 else 0
+            if room == 0:
                 self._pause()
-            await self._fetch(0, max(buffer.room(), 1))
+            await self._fetch((), 0, max(room, 1))
 
-    async def _fetch(self, wait: float, max_records: int) -> None:
-        records = await self._source.fetch((), wait, max_records)
+    def _held(self) -> int:
+        """Records read but not yet being worked on: buffered, or parked waiting for a budget."""
+        return len(self._window.buffer) + self._window.parked_count
+
+    def _urgent_partitions(self) -> list[TopicPartition]:
+        topic = self._urgent_topic
+        return [p for p in self._source.assignment() if p.topic == topic] if topic else []
+
+    async def _fetch(self, partitions: Collection[TopicPartition], wait: float, n: int) -> None:
+        records = await self._source.fetch(partitions, wait, n)
         self._last_fetch = self._clock()
         self._window.offer(records)
 
     def _pause(self) -> None:
-        to_pause = set(self._source.assignment()) - self._paused
+        bulk = {p for p in self._source.assignment() if p.topic != self._urgent_topic}
+        to_pause = bulk - self._paused
         if to_pause:
             self._source.pause(to_pause)
             self._paused |= to_pause

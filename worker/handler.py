@@ -16,7 +16,8 @@ import os
 import random
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from worker.dedup import RecentlySeen
@@ -42,8 +43,9 @@ from worker.events import (
 )
 from worker.metrics import Metrics
 from worker.outage import Mark, OutageDetector
-from worker.records import Record, Result
-from worker.settings import DedupSettings, RetrySettings
+from worker.records import Lane, Record, Result
+from worker.routing import BudgetKey, Route, Router
+from worker.settings import CognitoSettings, DedupSettings, RetrySettings
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +55,7 @@ _TOKEN_REFUSED = frozenset(
 
 
 class Signer(Protocol):
-    async def sign_out(self, target: Target) -> None: ...
+    async def sign_out(self, target: Target, route: Route | None = None) -> None: ...
 
 
 class DeadLetterSink(Protocol):
@@ -65,9 +67,30 @@ class DeadLetterSink(Protocol):
 
 
 class Limiter(Protocol):
-    async def acquire(self) -> float: ...
+    async def acquire(self, urgent: bool = False) -> float: ...
     def on_throttled(self) -> None: ...
     def on_success(self) -> None: ...
+    def on_done(self) -> None: ...
+
+
+class Budgets(Protocol):
+    def limiter(self, key: BudgetKey) -> Limiter:
+        """The limiter of one (account, Region) budget."""
+
+
+class Routes(Protocol):
+    def route(self, target: Target) -> Route:
+        """Where a target goes; a local `PermanentError` (token_invalid, pool_not_allowed…)."""
+
+
+class Parking(Protocol):
+    def parked(self) -> AbstractContextManager[None]:
+        """Around a wait for a budget: the record gives up its window slot meanwhile."""
+
+
+class _NoParking:
+    def parked(self) -> AbstractContextManager[None]:
+        return nullcontext()
 
 
 class Progress(Protocol):
@@ -82,6 +105,7 @@ _MAX_EXPONENT = 62
 
 @dataclass(slots=True)
 class _Attempts:
+    urgent: bool = False  # the record came on the urgent lane
     made: int = 0  # calls made for this record
     counted: int = 0  # failures that count toward retries_exhausted
     mark: Mark = field(default_factory=lambda: Mark(0, 0))  # counts after our last failure
@@ -92,9 +116,12 @@ class Handler:
         self,
         signer: Signer,
         sink: DeadLetterSink,
-        limiter: Limiter,
+        budgets: Budgets,
         metrics: Metrics,
         *,
+        router: Routes | None = None,
+        parking: Parking | None = None,
+        urgent_topic: str | None = None,
         retry: RetrySettings,
         dedup: DedupSettings,
         admin_enabled: bool,
@@ -108,7 +135,10 @@ class Handler:
         self._progress = progress
         self._signer = signer
         self._sink = sink
-        self._limiter = limiter
+        self._budgets = budgets
+        self._router = router or Router(CognitoSettings())
+        self._parking = parking or _NoParking()
+        self._urgent_topic = urgent_topic
         self._metrics = metrics
         self._now = wall_clock
         self._sleep = sleep
@@ -119,10 +149,12 @@ class Handler:
     async def handle(self, record: Record) -> Result:
         """Bring one record to its terminal outcome (DLQ acknowledged when dead-lettered)."""
         started = time.monotonic()
+        lane = Lane.URGENT if record.topic == self._urgent_topic else Lane.BULK
         try:
-            result = await self._decide(record)
+            result = await self._decide(record, lane)
         except Exception as exc:  # the worker's own failure: the record still ends, replayable
             result = _internal_error(record, exc)
+        result = replace(result, lane=lane)
         if result.outcome is Outcome.DEAD_LETTERED:
             await self._dead_letter_until_acked(record, result)
         await self._report(record, result)
@@ -132,15 +164,16 @@ class Handler:
     def _account(self, record: Record, result: Result, seconds: float) -> None:
         """Metrics and the outcome line: a failure here must not undo a terminal outcome."""
         try:
-            self._metrics.events.labels(outcome=result.outcome, reason=result.reason).inc()
+            labels = {"outcome": result.outcome, "reason": result.reason, "lane": result.lane}
+            self._metrics.events.labels(**labels).inc()
             if record.timestamp_ms >= 0:
                 age = self._now() - record.timestamp_ms / 1000
-                self._metrics.event_latency.observe(max(0.0, age))
+                self._metrics.event_latency.labels(lane=result.lane).observe(max(0.0, age))
             _log_outcome(record, result, seconds)
         except Exception as exc:
             log.error("outcome accounting failed", extra={"error": type(exc).__name__})
 
-    async def _decide(self, record: Record) -> Result:
+    async def _decide(self, record: Record, lane: Lane) -> Result:
         try:
             request = decode(record.value)
         except PermanentError as exc:
@@ -148,7 +181,7 @@ class Handler:
         if not self._seen.reserve(request.event_id, self._now()):
             return Result(Outcome.DUPLICATE, Reason.DUPLICATE_EVENT, request=request)
         try:
-            result = await self._sign_out(request, record)
+            result = await self._sign_out(request, record, _Attempts(urgent=lane is Lane.URGENT))
         except BaseException:
             self._seen.release(request.event_id)
             raise
@@ -156,12 +189,13 @@ class Handler:
             self._seen.release(request.event_id)
         return result
 
-    async def _sign_out(self, request: SignOutRequest, record: Record) -> Result:
+    async def _sign_out(
+        self, request: SignOutRequest, record: Record, attempts: _Attempts
+    ) -> Result:
         decided_at = request_time(request, record.timestamp_ms)
         targets = _targets(request)
         if any(self._seen.covered(t.key, decided_at, self._now()) for t in targets):
             return Result(Outcome.DUPLICATE, Reason.DUPLICATE_EVENT, request=request)
-        attempts = _Attempts()
         token = next((t for t in targets if isinstance(t, TokenTarget)), None)
         admin = next((t for t in targets if isinstance(t, AdminTarget)), None)
         if token is None:
@@ -193,32 +227,45 @@ class Handler:
         return Result(Outcome.SIGNED_OUT, ok, attempts.made, None, request, admin)
 
     async def _call(self, target: Target, attempts: _Attempts) -> None:
-        """The retry loop: every attempt takes a limiter token; permanent errors propagate."""
+        """The retry loop: every attempt waits for its budget; permanent errors propagate.
+
+        The route is decided first, without a call: a local refusal spends no budget.
+        """
+        route = self._router.route(target)
+        limiter = self._budgets.limiter(route.budget)
         last: SignOutError | None = None
         attempts.mark = self.outage.mark()
         while attempts.counted < self._retry.max_attempts:
-            self._metrics.limiter_wait.observe(await self._limiter.acquire())
+            with self._parking.parked():
+                waited = await limiter.acquire(attempts.urgent)
+            self._metrics.limiter_wait.labels(region=route.region).observe(waited)
             attempts.made += 1
             try:
-                await self._signer.sign_out(target)
+                await self._signer.sign_out(target, route)
             except RetryableError as exc:
                 self._progress.progressed()
                 last = exc
-                await self._after_retryable(exc, attempts)
+                await self._after_retryable(exc, attempts, limiter)
                 continue
+            except PermanentError:
+                limiter.on_done()
+                raise
             self._progress.progressed()
-            self._limiter.on_success()
+            limiter.on_success()
             self.outage.success()
             return
         code = last.code if last else LOCAL_CODE
         message = f"gave up after {attempts.made} attempts; last error {code}"
         raise PermanentError(Reason.RETRIES_EXHAUSTED, code, message)
 
-    async def _after_retryable(self, exc: RetryableError, attempts: _Attempts) -> None:
+    async def _after_retryable(
+        self, exc: RetryableError, attempts: _Attempts, limiter: Limiter
+    ) -> None:
         self._metrics.retries.labels(code=exc.code).inc()
         if isinstance(exc, ThrottledError):
-            self._limiter.on_throttled()  # busy, not broken: the limiter paces the retry
+            limiter.on_throttled()  # busy, not broken: the limiter paces the retry
             return
+        limiter.on_done()
         unreachable = isinstance(exc, UnreachableError)  # never reached Cognito: not the request
         if not unreachable and not self.outage.looks_down_since(attempts.mark):
             attempts.counted += 1  # others succeed (or there are none): this request's problem

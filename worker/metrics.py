@@ -13,6 +13,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from worker import __version__
 from worker.errors import THROTTLE_CODE, Outcome, Reason
+from worker.records import Lane
 
 # The `operation` label's values: Cognito's operation names (cognito.py calls exactly these).
 OPERATIONS = ("GlobalSignOut", "AdminUserGlobalSignOut")
@@ -57,7 +58,10 @@ class Metrics:
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
         self.events = Counter(
-            "signout_events", "Records by terminal outcome", ["outcome", "reason"], registry=r
+            "signout_events",
+            "Records by terminal outcome and lane",
+            ["outcome", "reason", "lane"],
+            registry=r,
         )
         self.cognito_requests = Counter(
             "signout_cognito_requests",
@@ -74,7 +78,8 @@ class Metrics:
         )
         self.event_latency = Histogram(
             "signout_event_latency_seconds",
-            "Record timestamp to terminal outcome",
+            "Record timestamp to terminal outcome, by lane",
+            ["lane"],
             buckets=_EVENT_BUCKETS,
             registry=r,
         )
@@ -128,9 +133,11 @@ class Metrics:
             self.start_region(region)
 
     def _start_known_series(self) -> None:
-        for outcome, reasons in OUTCOME_REASONS.items():
-            for reason in reasons:
-                self.events.labels(outcome=outcome, reason=reason)
+        for lane in Lane:
+            self.event_latency.labels(lane=lane)
+            for outcome, reasons in OUTCOME_REASONS.items():
+                for reason in reasons:
+                    self.events.labels(outcome=outcome, reason=reason, lane=lane)
         for reason in DEAD_LETTER_REASONS:
             self.dlq_records.labels(reason=reason)
         for error in DLQ_WRITE_ERRORS:

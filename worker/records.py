@@ -4,9 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 from worker.errors import Outcome, Reason, SignOutError
 from worker.events import SignOutRequest, Target
+
+
+class Lane(StrEnum):
+    """Which input a record came from: the optional urgent topic overtakes the requests topic."""
+
+    URGENT = "urgent"
+    BULK = "bulk"
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,3 +50,4 @@ class Result:
     error: SignOutError | None = None
     request: SignOutRequest | None = field(default=None, repr=False)
     target: Target | None = None
+    lane: Lane = Lane.BULK

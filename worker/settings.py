@@ -91,6 +91,8 @@ Region = Annotated[str, AfterValidator(_region)]
 class KafkaSettings(BaseModel):
     bootstrap_servers: Annotated[str, AfterValidator(_bootstrap_list)] = "localhost:9092"
     topic: TopicName = "signout.requests"
+    # Optional urgent lane: same schema, consumed in the same group, overtakes the bulk topic.
+    urgent_topic: TopicName | None = None
     group_id: str = Field("signout-worker", min_length=1)
     dlq_topic: TopicName = "signout.requests.dlq"
     results_topic: TopicName | None = None
@@ -106,11 +108,14 @@ class KafkaSettings(BaseModel):
     session_timeout_ms: int = Field(45_000, ge=6_000, le=300_000)
     max_poll_interval_ms: int = Field(300_000, ge=10_000, le=3_600_000)
 
-    @field_validator("dlq_topic", "results_topic")
+    @field_validator("dlq_topic", "results_topic", "urgent_topic")
     @classmethod
     def _not_the_source(cls, value: str | None, info: ValidationInfo) -> str | None:
         if value is not None and value == info.data.get("topic"):
             raise ValueError("must differ from SIGNOUT_KAFKA__TOPIC")
+        if value is not None and info.field_name != "urgent_topic":
+            if value == info.data.get("urgent_topic"):
+                raise ValueError("must differ from SIGNOUT_KAFKA__URGENT_TOPIC")
         return value
 
     @field_validator("sasl_username", "sasl_password")
@@ -141,7 +146,13 @@ class KafkaSettings(BaseModel):
         named = {"SIGNOUT_KAFKA__TOPIC": self.topic, "SIGNOUT_KAFKA__DLQ_TOPIC": self.dlq_topic}
         if self.results_topic is not None:
             named["SIGNOUT_KAFKA__RESULTS_TOPIC"] = self.results_topic
+        if self.urgent_topic is not None:
+            named["SIGNOUT_KAFKA__URGENT_TOPIC"] = self.urgent_topic
         return named
+
+    def source_topics(self) -> list[str]:
+        """The topics consumed: the requests topic and, when set, the urgent one."""
+        return [self.topic] + ([self.urgent_topic] if self.urgent_topic else [])
 
 
 # An IAM role in any partition: arn:aws:iam::123456789012:role/path/name

@@ -29,6 +29,8 @@ log = logging.getLogger(__name__)
 EXIT_SETTINGS = 2
 EXIT_CLUSTER = 1
 RETRY_SECONDS = 1.0
+# A topic created a moment ago may not be in every broker's metadata yet: ask twice more.
+MISSING_TOPIC_RETRIES = 2
 T = TypeVar("T")
 
 
@@ -102,14 +104,21 @@ async def check_cluster(
     hosts = [(host, port) for host, port, _ in collect_hosts(kafka.bootstrap_servers, False)]
     ask = _Ask(connect, options, kafka, list(topics.values()))
     problem = ""
+    patience = MISSING_TOPIC_RETRIES
     try:
         async with asyncio.timeout(deadline.remaining()):
             while True:
                 for host, port in hosts:
                     response, problem = await ask(host, port, problem)
-                    if response is not None:
+                    if response is None:
+                        continue
+                    missing = _missing(response, topics)
+                    if not missing or patience <= 0:
                         _require_topics(response, topics)
                         return
+                    patience -= 1
+                    problem = f"topic {missing[0]} not known yet"
+                    break
                 await sleep(RETRY_SECONDS)
     except TimeoutError:
         servers = ",".join(f"{host}:{port}" for host, port in hosts)
@@ -198,6 +207,14 @@ def _identity(kafka: KafkaSettings) -> str:
     if _mechanism(kafka) == "OAUTHBEARER":
         return "SASL OAUTHBEARER, MSK IAM"
     return f'SASL {_mechanism(kafka)} as "{kafka.sasl_username}"'
+
+
+def _missing(response: Any, named: dict[str, str]) -> list[str]:
+    """Topics the broker does not know (yet: a topic just created may take a moment to show)."""
+    known = {topic[1] for topic in response.topics if topic[0] == 0}
+    unknown = errors.UnknownTopicOrPartitionError.errno
+    codes = {topic[1]: topic[0] for topic in response.topics}
+    return [n for n in named.values() if n not in known and codes.get(n, unknown) == unknown]
 
 
 def _require_topics(response: Any, named: dict[str, str]) -> None:

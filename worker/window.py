@@ -5,20 +5,30 @@ are free slots; a finished task immediately starts the next buffered record (no 
 poll); `settle` waits for chosen tasks with a deadline, then cancels the rest with a deadline.
 Offsets are marked started and done in the shared `OffsetTracker`; a record whose task was
 cancelled is never marked done, so it is never committed and is redelivered.
+
+A slot is held by a record being worked on, not by one waiting for its rate budget: a record that
+waits for its budget is *parked* (`parked()`), gives its slot to the next buffered record and takes
+it back when its turn comes. So a backlog waiting for one budget (one Region, say) never keeps the
+records of another budget out of the window. Parked records still count against the buffer's
+bounds (the consume loop adds them up). Urgent records are started before bulk ones and bulk
+records never hold the last `urgent_reserve` slots.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Collection, Coroutine, Iterable
+from collections import Counter
+from collections.abc import Callable, Collection, Coroutine, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import TopicPartition
 
 from worker.buffer import RecordBuffer
 from worker.offsets import OffsetTracker
-from worker.records import Record
+from worker.records import Lane, Record
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +40,14 @@ def partition_of(record: Record) -> TopicPartition:
     return TopicPartition(record.topic, record.partition)
 
 
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    partition: TopicPartition
+    offset: int
+    lane: Lane
+    generation: int
+
+
 class Window:
     def __init__(
         self,
@@ -38,19 +56,25 @@ class Window:
         tracker: OffsetTracker[TopicPartition],
         buffer: RecordBuffer[TopicPartition],
         *,
+        lane_of: Callable[[TopicPartition], Lane] = lambda partition: Lane.BULK,
+        urgent_reserve: int = 0,
         on_size: Callable[[int], None] = lambda size: None,
         on_done: Callable[[TopicPartition], None] = lambda partition: None,
     ) -> None:
         self.capacity = capacity
+        self._lane_of = lane_of
+        self._bulk_capacity = max(capacity - urgent_reserve, 1)
         self.buffer = buffer
+        self.tracker = tracker
         self._run = run
         self._tracker = tracker
         self._on_size = on_size
         self._on_done = on_done
-        self._tasks: dict[Task, tuple[TopicPartition, int]] = {}
+        self._tasks: dict[Task, _Entry] = {}
+        self._parked: set[Task] = set()
+        self._active: Counter[Lane] = Counter()
         # Bumped on revocation: a late task of an earlier assignment must not mark a new one done.
         self._generation: dict[TopicPartition, int] = {}
-        self._born: dict[Task, int] = {}
         self._changed = asyncio.Event()
         self._closed = False
 
@@ -59,7 +83,16 @@ class Window:
 
     @property
     def free(self) -> int:
-        return max(self.capacity - len(self._tasks), 0)
+        return max(self.capacity - self.active, 0)
+
+    @property
+    def active(self) -> int:
+        """Records holding a slot (not parked)."""
+        return self._active.total()
+
+    @property
+    def parked_count(self) -> int:
+        return len(self._parked)
 
     def offer(self, records: Iterable[Record]) -> None:
         """Buffer fetched records (in offset order per partition) and start what fits."""
@@ -71,26 +104,59 @@ class Window:
         self._fill()
 
     def _fill(self) -> None:
-        while not self._closed and len(self._tasks) < self.capacity:
-            record = self.buffer.pop()
+        while not self._closed:
+            lanes = self._open_lanes()
+            record = self.buffer.pop(lanes) if lanes else None
             if record is None:
                 return
             self._start(record)
 
+    def _open_lanes(self) -> tuple[Lane, ...]:
+        if self.active >= self.capacity:
+            return ()
+        if self._active[Lane.BULK] >= self._bulk_capacity:
+            return (Lane.URGENT,)
+        return (Lane.URGENT, Lane.BULK)
+
+    @contextmanager
+    def parked(self) -> Iterator[None]:
+        """Around a wait for a rate budget: the slot goes to the next record meanwhile."""
+        task = asyncio.current_task()
+        entry = self._tasks.get(task) if task is not None else None
+        if task is None or entry is None or task in self._parked:
+            yield
+            return
+        self._parked.add(task)
+        self._active[entry.lane] -= 1
+        self._fill()
+        try:
+            yield
+        finally:
+            if task in self._parked:
+                self._parked.discard(task)
+                self._active[entry.lane] += 1
+
     def _start(self, record: Record) -> None:
         partition = partition_of(record)
+        lane = self._lane_of(partition)
         self._tracker.start(partition, record.offset)
         task: Task = asyncio.create_task(
             self._run(record), name=f"{record.topic}/{record.partition}@{record.offset}"
         )
-        self._tasks[task] = (partition, record.offset)
-        self._born[task] = self._generation.get(partition, 0)
+        generation = self._generation.get(partition, 0)
+        self._tasks[task] = _Entry(partition, record.offset, lane, generation)
+        self._active[lane] += 1
         task.add_done_callback(self._finished)
         self._on_size(len(self._tasks))
 
     def _finished(self, task: Task) -> None:
-        partition, offset = self._tasks.pop(task)
-        current = self._born.pop(task) == self._generation.get(partition, 0)
+        entry = self._tasks.pop(task)
+        partition, offset = entry.partition, entry.offset
+        if task in self._parked:
+            self._parked.discard(task)
+        else:
+            self._active[entry.lane] -= 1
+        current = entry.generation == self._generation.get(partition, 0)
         self._changed.set()
         if current and not task.cancelled():
             error = task.exception()
@@ -114,7 +180,8 @@ class Window:
             return
 
     def tasks(self, partitions: Collection[TopicPartition] | None = None) -> list[Task]:
-        return [t for t, (p, _) in self._tasks.items() if partitions is None or p in partitions]
+        entries = self._tasks.items()
+        return [t for t, e in entries if partitions is None or e.partition in partitions]
 
     def revoke(self, partitions: Collection[TopicPartition]) -> list[Task]:
         """Drop the buffered records of `partitions`; their running tasks, to be settled."""

@@ -163,7 +163,12 @@ async def test_a_mixed_batch_ends_each_record_in_its_expected_outcome(
     assert committed == ends
     assert sum(ends.values()) == len(batch.records)
     await assert_every_valid_token_is_revoked(pool, batch.valid_tokens)
-    assert metrics.events.labels(outcome="signed_out", reason="global_sign_out")._value.get() == 200
+    assert (
+        metrics.events.labels(
+            outcome="signed_out", reason="global_sign_out", lane="bulk"
+        )._value.get()
+        == 200
+    )
 
 
 async def test_duplicates_finish_without_a_call_but_a_later_decision_signs_out_again(

@@ -136,7 +136,7 @@ async def test_two_workers_share_one_budget(bench: Bench) -> None:
         while True:
             await asyncio.sleep(0.5)
             for seen, worker in zip(shares, workers, strict=True):
-                seen.append(worker.metrics.rate_limit._value.get())
+                seen.append(worker.metrics.rate_limit.labels(region="us-east-1")._value.get())
 
     watcher = asyncio.create_task(watch())
     first = asyncio.create_task(workers[0].run(RunOptions(until_idle_seconds=3)))

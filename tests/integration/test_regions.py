@@ -25,6 +25,7 @@ from typing import Any
 import pytest
 from aiobotocore.session import get_session
 from pydantic import SecretStr
+from worker.sandbox import PASSWORD, free_port, login
 
 from tests.unit.fakes import make_jwt
 from worker.cognito import CognitoSigner
@@ -33,7 +34,6 @@ from worker.events import AdminTarget, TokenTarget
 from worker.metrics import Metrics
 from worker.roles import RolePolicy, utc_now
 from worker.routing import Router
-from worker.sandbox import PASSWORD, free_port, login
 from worker.settings import CognitoSettings
 
 pytestmark = pytest.mark.integration

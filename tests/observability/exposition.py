@@ -25,23 +25,25 @@ def exercised_metrics() -> Metrics:
         (Outcome.DUPLICATE, Reason.DUPLICATE_EVENT, 2),
         (Outcome.DEAD_LETTERED, Reason.USER_NOT_FOUND, 1),
     ):
-        m.events.labels(outcome=outcome, reason=reason).inc(count)
+        m.events.labels(outcome=outcome, reason=reason, lane="bulk").inc(count)
+    m.events.labels(outcome=Outcome.SIGNED_OUT, reason=Reason.ADMIN_SIGN_OUT, lane="urgent").inc()
     for operation, result in (
         (GLOBAL, "ok"),
         (GLOBAL, THROTTLE_CODE),
         (ADMIN, "ok"),
         (ADMIN, "UserNotFoundException"),
     ):
-        m.cognito_requests.labels(operation=operation, result=result).inc()
-        m.cognito_duration.labels(operation=operation).observe(0.042)
-    m.event_latency.observe(1.7)
+        m.cognito_requests.labels(operation=operation, result=result, region="us-east-1").inc()
+        m.cognito_duration.labels(operation=operation, region="eu-west-1").observe(0.042)
+    m.event_latency.labels(lane="bulk").observe(1.7)
+    m.event_latency.labels(lane="urgent").observe(0.3)
     m.retries.labels(code=THROTTLE_CODE).inc()
     m.retries.labels(code="InternalErrorException").inc()
     m.dlq_records.labels(reason=Reason.USER_NOT_FOUND).inc()
     m.dlq_write_errors.labels(error="InvalidTopicError").inc()
     m.inflight.set(3)
-    m.rate_limit.set(20.0)
-    m.limiter_wait.observe(0.004)
+    m.rate_limit.labels(region="us-east-1").set(20.0)
+    m.limiter_wait.labels(region="us-east-1").observe(0.004)
     m.consumer_lag.labels(topic="signout.requests", partition="0").set(12)
     m.assigned_partitions.set(2)
     m.last_commit.set(time.time())

@@ -13,16 +13,16 @@ from worker.metrics import DLQ_WRITE_ERRORS, OPERATIONS, Metrics
 
 # contracts.md §8, binding: name -> (type, label names).
 CONTRACT: dict[str, tuple[str, frozenset[str]]] = {
-    "signout_events_total": ("counter", frozenset({"outcome", "reason"})),
-    "signout_cognito_requests_total": ("counter", frozenset({"operation", "result"})),
-    "signout_cognito_request_duration_seconds": ("histogram", frozenset({"operation"})),
-    "signout_event_latency_seconds": ("histogram", frozenset()),
+    "signout_events_total": ("counter", frozenset({"outcome", "reason", "lane"})),
+    "signout_cognito_requests_total": ("counter", frozenset({"operation", "result", "region"})),
+    "signout_cognito_request_duration_seconds": ("histogram", frozenset({"operation", "region"})),
+    "signout_event_latency_seconds": ("histogram", frozenset({"lane"})),
     "signout_retries_total": ("counter", frozenset({"code"})),
     "signout_dlq_records_total": ("counter", frozenset({"reason"})),
     "signout_dlq_write_errors_total": ("counter", frozenset({"error"})),
     "signout_inflight_events": ("gauge", frozenset()),
-    "signout_rate_limit_per_second": ("gauge", frozenset()),
-    "signout_rate_limiter_wait_seconds": ("histogram", frozenset()),
+    "signout_rate_limit_per_second": ("gauge", frozenset({"region"})),
+    "signout_rate_limiter_wait_seconds": ("histogram", frozenset({"region"})),
     "signout_consumer_lag": ("gauge", frozenset({"topic", "partition"})),
     "signout_assigned_partitions": ("gauge", frozenset()),
     "signout_last_commit_timestamp_seconds": ("gauge", frozenset()),
@@ -108,13 +108,14 @@ OUTCOMES = {
         "admin_disabled",
         "retries_exhausted",
         "internal_error",
+        "pool_not_allowed",
     },
 }
 
 
 def zero_series(name: str) -> set[tuple[tuple[str, str], ...]]:
     """The label sets of `name`'s samples in a fresh worker's exposition (all at 0)."""
-    text = exposition(Metrics())
+    text = exposition(Metrics(regions=["us-east-1"]))
     found = set()
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
@@ -127,7 +128,8 @@ def zero_series(name: str) -> set[tuple[tuple[str, str], ...]]:
 def test_a_fresh_worker_exposes_every_outcome_and_dead_letter_reason_at_zero() -> None:
     """A series born at 1 is invisible to rate()/increase(): a first dead letter would not alert."""
     assert zero_series("signout_events_total") == {
-        (("outcome", outcome), ("reason", reason))
+        (("lane", lane), ("outcome", outcome), ("reason", reason))
+        for lane in ("bulk", "urgent")
         for outcome, reasons in OUTCOMES.items()
         for reason in reasons
     }
@@ -140,7 +142,7 @@ def test_a_fresh_worker_exposes_every_outcome_and_dead_letter_reason_at_zero() -
     }
     assert ("error", "other") in {pair for (pair,) in zero_series("signout_dlq_write_errors_total")}
     assert zero_series("signout_cognito_requests_total") == {
-        (("operation", operation), ("result", result))
+        (("operation", operation), ("region", "us-east-1"), ("result", result))
         for operation in (GLOBAL, ADMIN)
         for result in ("ok", "TooManyRequestsException")
     }

@@ -48,6 +48,7 @@ ZERO_AFTER_THE_BATCH = {
     "In flight",
     "Consumer lag by partition",
     "In flight by pod",
+    "Dead-letter write errors by error",
 }
 UNKNOWN = [f"ghost-{i}" for i in range(3)]
 THROTTLED_USER = "busy-user"

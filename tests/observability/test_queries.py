@@ -85,7 +85,7 @@ def test_the_exposition_has_what_the_queries_are_checked_against() -> None:
     assert {"signout_events_total", "signout_cognito_request_duration_seconds_bucket"} <= set(
         EXPORTED
     )
-    assert EXPORTED["signout_events_total"] == {"outcome", "reason"}
+    assert EXPORTED["signout_events_total"] == {"outcome", "reason", "lane"}
 
 
 @pytest.mark.parametrize(

@@ -19,6 +19,7 @@ from typing import Any
 from worker.errors import SignOutError
 from worker.events import Target
 from worker.records import Record, Result
+from worker.routing import BudgetKey, Route
 
 # A step of a scripted signer: None signs out, an error is raised.
 Step = SignOutError | None
@@ -59,7 +60,7 @@ class ScriptedSigner:
         # Awaited while a call for that target key is "in flight" (other work happens meanwhile).
         self.during: dict[str, Callable[[], Awaitable[object]]] = {}
 
-    async def sign_out(self, target: Target) -> None:
+    async def sign_out(self, target: Target, route: Route | None = None) -> None:
         self.calls.append(target)
         meanwhile = self.during.get(target.key)
         if meanwhile is not None:
@@ -85,7 +86,7 @@ class RaisingSigner:
         self._error = error
         self.calls = 0
 
-    async def sign_out(self, target: Target) -> None:
+    async def sign_out(self, target: Target, route: Route | None = None) -> None:
         self.calls += 1
         raise self._error
 
@@ -118,16 +119,27 @@ class FakeSink:
 
 
 class FakeLimiter:
-    """A `Limiter` that never waits and counts what the handler told it."""
+    """A `Limiter` (and its own `Budgets`) that never waits and counts what the handler told it."""
 
     def __init__(self) -> None:
         self.acquired = 0
+        self.urgent = 0
         self.throttled = 0
         self.successes = 0
+        self.done = 0
+        self.keys: list[BudgetKey] = []
 
-    async def acquire(self) -> float:
+    def limiter(self, key: BudgetKey) -> FakeLimiter:
+        self.keys.append(key)
+        return self
+
+    async def acquire(self, urgent: bool = False) -> float:
         self.acquired += 1
+        self.urgent += urgent
         return 0.0
+
+    def on_done(self) -> None:
+        self.done += 1
 
     def on_throttled(self) -> None:
         self.throttled += 1

@@ -99,7 +99,7 @@ class Harness:
         return await self.handler.handle(record(document, **kwargs))
 
     def events(self, outcome: str, reason: str) -> float:
-        labels = {"outcome": outcome, "reason": reason}
+        labels = {"outcome": outcome, "reason": reason, "lane": "bulk"}
         return self.metrics.registry.get_sample_value("signout_events_total", labels) or 0.0
 
     def dlq(self, reason: str) -> float:
