@@ -60,6 +60,7 @@ class RebalanceListener(ConsumerRebalanceListener):  # type: ignore[misc]
             return
         await settle(self._window.revoke(revoked), self._revoke_wait, self._cancel_wait)
         await self._committer.commit(revoked)
+        self._window.forget(revoked)
         self._committer.forget(revoked)
         self._lag.revoked(revoked)
         log.info("partitions revoked", extra={"partitions": _names(revoked)})

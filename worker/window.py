@@ -186,11 +186,14 @@ class Window:
     def revoke(self, partitions: Collection[TopicPartition]) -> list[Task]:
         """Drop the buffered records of `partitions`; their running tasks, to be settled."""
         dropped = self.buffer.drop(partitions)
-        for partition in partitions:
-            self._generation[partition] = self._generation.get(partition, 0) + 1
         if dropped:
             log.info("dropped buffered records of revoked partitions", extra={"records": dropped})
         return self.tasks(partitions)
+
+    def forget(self, partitions: Collection[TopicPartition]) -> None:
+        """After the hand-over: a task of these partitions that ends later counts for nothing."""
+        for partition in partitions:
+            self._generation[partition] = self._generation.get(partition, 0) + 1
 
     def close(self) -> list[Task]:
         """Start nothing more; every running task, to be settled."""

@@ -109,6 +109,7 @@ async def test_revoke_drops_buffered_records_and_late_finishers_do_not_count() -
     await settle_loop()
     tasks = window.revoke([P0])
     assert len(window.buffer) == 1  # P0's buffered offset 1 dropped, P1's kept
+    window.forget([P0])
     tracker.forget(P0)
     tracker.start(P0, 0)  # the partition comes back and offset 0 starts anew
     gate.finish(0, 0)  # the old task of the earlier assignment finishes late
@@ -116,6 +117,18 @@ async def test_revoke_drops_buffered_records_and_late_finishers_do_not_count() -
     await settle_loop()
     assert tracker.pending(P0) == 1  # the new attempt at offset 0 is not marked done by the old one
     await settle(window.close(), 0, 1)
+
+
+async def test_a_record_finishing_during_the_hand_over_is_still_marked_done() -> None:
+    gate = Gate()
+    window, tracker = make_window(gate, capacity=2)
+    window.offer([record(0, 0), record(0, 1)])
+    await settle_loop()
+    tasks = window.revoke([P0])
+    gate.finish(0, 0)
+    gate.finish(0, 1)
+    assert await settle(tasks, wait=5, cancel_wait=1) == 0
+    assert tracker.safe_offset(P0) == 2  # both finished before the commit: both committable
 
 
 async def test_closing_starts_nothing_more() -> None:
