@@ -165,7 +165,15 @@ class Worker:
             on_done=finished,
         )
         lag = LagMeter(source, tracker, self.metrics)
-        loop = ConsumerLoop(source, window, committer, lag, self.health, self._timings())
+        loop = ConsumerLoop(
+            source,
+            window,
+            committer,
+            lag,
+            self.health,
+            self._timings(),
+            on_commit_stall=self.metrics.commit_stall.set,
+        )
 
         def joined() -> None:
             loop.joined.set()

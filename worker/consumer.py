@@ -53,8 +53,10 @@ class ConsumerLoop:
         timings: LoopTimings,
         *,
         clock: Clock = time.monotonic,
+        on_commit_stall: Callable[[float], None] = lambda seconds: None,
     ) -> None:
         self._source = source
+        self._on_commit_stall = on_commit_stall
         self._window = window
         self._committer = committer
         self._lag = lag
@@ -86,7 +88,9 @@ class ConsumerLoop:
     async def _poll_once(self) -> None:
         buffer = self._window.buffer
         self._health.polled(backlog=len(self._window) > 0 or self._lag.total > 0)
-        self._health.commit_stalled(self._committer.stalled_for())
+        stalled = self._committer.stalled_for()
+        self._health.commit_stalled(stalled)
+        self._on_commit_stall(stalled)
         if len(buffer) <= buffer.max_records // 2 and buffer.room() > 0:
             self._resume()
             await self._fetch(self._timings.poll_seconds, buffer.room())
