@@ -31,7 +31,7 @@ from worker.metrics import Metrics
 from worker.offsets import OffsetTracker
 from worker.ratelimit import RateLimiter, partition_share
 from worker.rebalance import RebalanceListener
-from worker.repeats import collapsed
+from worker.repeats import collapsed, reporting
 from worker.settings import Settings
 from worker.source import KafkaSource, consumer_options
 from worker.startup import Deadline, bounded, check_cluster
@@ -76,6 +76,7 @@ class Worker:
         log.info("starting", extra={"version": __version__, "topic": self.settings.kafka.topic})
         async with AsyncExitStack() as stack:
             stack.push_async_callback(self._log_stopped, started)
+            await stack.enter_async_context(reporting())  # counts of collapsed repeats
             await self._serve_http(stack)
             loop = await self._start_checked(stack, options)
             if loop is not None:
