@@ -23,6 +23,7 @@ API (the caller stops what it starts; there is no atexit hook)::
     broker = start(Path(tmp), version=None)   # -> Broker(bootstrap, pid, log_path, ...)
     broker = start(Path(tmp), secured=True)   # also SASL_PLAINTEXT (PLAIN) and SSL listeners:
     # broker.sasl_bootstrap / broker.ssl_bootstrap / broker.ca_file, user SASL_USER/SASL_PASSWORD
+    broker.halt(); broker.resume()         # an outage: down, then back on the same ports and data
     broker.stop()
 """
 
@@ -347,6 +348,9 @@ class Broker:
         self.sasl_bootstrap: str | None = None
         self.ssl_bootstrap: str | None = None
         self.ca_file: Path | None = None
+        # Set by ``start``: how to launch it again (``resume``).
+        self.java: list[str] | None = None
+        self.die_with_parent = False
 
     def __repr__(self) -> str:
         return f"Broker(bootstrap={self.bootstrap!r}, pid={self.pid}, log_path={self.log_path})"
@@ -363,6 +367,33 @@ class Broker:
             terminate(self.pid, self._proc, timeout)
         for name in (PID_FILE, BOOTSTRAP_FILE):
             (self.state_dir / name).unlink(missing_ok=True)
+
+    def halt(self, *, crash: bool = True) -> None:
+        """Take the broker down but keep its data, config and ports, for ``resume``.
+
+        ``crash`` sends SIGKILL (no controlled shutdown, like a lost machine); else SIGTERM.
+        """
+        if self.pid is None:
+            raise KafkaLocalError("an external broker cannot be halted")
+        if crash:
+            _signal_group(self.pid, signal.SIGKILL)
+            if not _wait_gone(self.pid, self._proc, 10.0):
+                raise KafkaLocalError(f"broker pid {self.pid} survived SIGKILL")
+        else:
+            terminate(self.pid, self._proc)
+
+    def resume(self) -> None:
+        """Start the halted broker again on the same ports, with the same data."""
+        if self.java is None or self.state_dir is None:
+            raise KafkaLocalError("only a broker started by ``start`` can be resumed")
+        properties = self.state_dir / "server.properties"
+        proc = _launch(self.java, properties, self.die_with_parent)
+        self.pid, self._proc = proc.pid, proc
+        (self.state_dir / PID_FILE).write_text(f"{proc.pid}\n")
+        port = int(self.bootstrap.rpartition(":")[2])
+        problem = _await_ready(proc, port, self.state_dir)
+        if problem is not None:
+            raise KafkaLocalError(f"broker did not come back: {problem}")
 
 
 def _external_bootstrap() -> str | None:
@@ -576,6 +607,7 @@ def _attempt(
             f"(pid {proc.pid}, log {state_dir / 'logs' / 'server.log'})"
         )
         broker = Broker(bootstrap, proc.pid, state_dir / "logs" / "server.log", state_dir, proc)
+        broker.java, broker.die_with_parent = java, die_with_parent
         if ca_file is not None:
             broker.sasl_bootstrap, broker.ssl_bootstrap = (f"{HOST}:{p}" for p in secure_ports)
             broker.ca_file = ca_file

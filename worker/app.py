@@ -32,7 +32,7 @@ from worker.metrics import Metrics
 from worker.offsets import OffsetTracker
 from worker.rebalance import RebalanceListener
 from worker.records import Lane
-from worker.repeats import collapsed
+from worker.repeats import collapsed, reporting
 from worker.routing import Router
 from worker.settings import Settings
 from worker.source import KafkaSource, consumer_options
@@ -82,6 +82,7 @@ class Worker:
         log.info("starting", extra={"version": __version__, "topic": self.settings.kafka.topic})
         async with AsyncExitStack() as stack:
             stack.push_async_callback(self._log_stopped, started)
+            await stack.enter_async_context(reporting())  # counts of collapsed repeats
             await self._serve_http(stack)
             loop = await self._start_checked(stack, options)
             if loop is not None:
@@ -195,6 +196,7 @@ class Worker:
             self.health,
             self._timings(),
             urgent_topic=settings.kafka.urgent_topic,
+            on_commit_stall=self.metrics.commit_stall.set,
         )
 
         def joined() -> None:

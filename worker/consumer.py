@@ -57,9 +57,11 @@ class ConsumerLoop:
         *,
         urgent_topic: str | None = None,
         clock: Clock = time.monotonic,
+        on_commit_stall: Callable[[float], None] = lambda seconds: None,
     ) -> None:
         self._urgent_topic = urgent_topic
         self._source = source
+        self._on_commit_stall = on_commit_stall
         self._window = window
         self._committer = committer
         self._lag = lag
@@ -90,7 +92,9 @@ class ConsumerLoop:
 
     async def _poll_once(self) -> None:
         self._health.polled(backlog=len(self._window) > 0 or self._lag.total > 0)
-        self._health.commit_stalled(self._committer.stalled_for())
+        stalled = self._committer.stalled_for()
+        self._health.commit_stalled(stalled)
+        self._on_commit_stall(stalled)
         held = self._held()
         limit = self._window.buffer.max_records
         if held <= limit // 2 and self._window.buffer.room() > 0:

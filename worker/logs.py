@@ -5,7 +5,8 @@ Call sites pass structured fields through `extra=`; every field and message is r
 
 DEBUG is the worker's own detail. The client libraries' wire logging (aiokafka's protocol lines
 carry the SASL PLAIN password and every produced value; botocore's carry bearer tokens) stays at
-WARNING unless `wire_debug` is set on purpose.
+WARNING unless `wire_debug` is set on purpose. aiokafka's repeated lines (about nine a second per
+broker during an outage) are collapsed for the whole life of the process (`repeats.RepeatFilter`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from worker.redaction import scrub
+from worker.repeats import RepeatFilter
 
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
 
@@ -69,6 +71,7 @@ WIRE_LOGGERS = ("aiokafka", "botocore", "aiobotocore", "urllib3", "aiohttp")
 def configure(level: str, fmt: str, stream: Any = None, *, wire_debug: bool = False) -> None:
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else ConsoleFormatter())
+    handler.addFilter(RepeatFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

@@ -126,6 +126,11 @@ class Metrics:
             "Unix time of the last successful commit",
             registry=r,
         )
+        self.commit_stall = Gauge(
+            "signout_commit_stall_seconds",
+            "Longest time an assigned partition's commit point stood still with records behind it",
+            registry=r,
+        )
         self.build_info = Gauge("signout_build_info", "Build information", ["version"], registry=r)
         self.build_info.labels(version=__version__).set(1)
         self._start_known_series()

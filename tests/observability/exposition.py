@@ -47,6 +47,7 @@ def exercised_metrics() -> Metrics:
     m.consumer_lag.labels(topic="signout.requests", partition="0").set(12)
     m.assigned_partitions.set(2)
     m.last_commit.set(time.time())
+    m.commit_stall.set(4.5)
     return m
 
 

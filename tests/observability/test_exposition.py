@@ -26,6 +26,7 @@ CONTRACT: dict[str, tuple[str, frozenset[str]]] = {
     "signout_consumer_lag": ("gauge", frozenset({"topic", "partition"})),
     "signout_assigned_partitions": ("gauge", frozenset()),
     "signout_last_commit_timestamp_seconds": ("gauge", frozenset()),
+    "signout_commit_stall_seconds": ("gauge", frozenset()),
     "signout_build_info": ("gauge", frozenset({"version"})),
 }
 

@@ -172,3 +172,13 @@ def test_the_wire_switch_is_a_setting(monkeypatch: pytest.MonkeyPatch) -> None:
     assert LogSettings().wire_debug is False
     monkeypatch.setenv("SIGNOUT_LOG__WIRE_DEBUG", "true")
     assert load_settings().log.wire_debug is True
+
+
+def test_aiokafka_repeats_are_collapsed_for_the_whole_life(configured_root: io.StringIO) -> None:
+    configure("INFO", "json", configured_root)
+    for _ in range(50):
+        logging.getLogger("aiokafka.client").error("Unable connect to node with id %s", 1)
+        logging.getLogger("worker.consumer").warning("commit failed; will retry")
+    lines = [json.loads(line) for line in configured_root.getvalue().splitlines()]
+    assert [line["logger"] for line in lines].count("aiokafka.client") == 1
+    assert [line["logger"] for line in lines].count("worker.consumer") == 50  # ours are not
