@@ -45,6 +45,13 @@ VALUE_DROPPED = "signout.error.value_dropped"
 # Reasons whose dead letter keeps the original value so that it can be replayed as it is.
 REPLAYABLE = frozenset({Reason.RETRIES_EXHAUSTED, Reason.INTERNAL_ERROR})
 # The broker (or the client, against max_request_size) will never take this record as it is.
+# A write neither acknowledged nor refused this long is given up and written again (aiokafka's
+# own request timeout is 40 s); nothing waits on the broker without a bound.
+DELIVERY_TIMEOUT_SECONDS = 60.0
+# A key above this may itself be why a dead letter is too large: the last attempt drops it.
+BIG_KEY_BYTES = 1024
+# How often a write stranded on a replaced producer is tried again on the next one.
+REPLACED_RETRIES = 3
 TOO_LARGE = (MessageSizeTooLargeError, RecordListTooLargeError, RecordTooLargeError)
 # The value of a dead letter written without its own: empty, not null (aiokafka refuses a record
 # with neither key nor value, and a null value is a tombstone on a compacted topic).
@@ -66,10 +73,14 @@ class Outgoing:
         """The same dead letter without its value, saying so; the coordinates still find it."""
         return replace(self, value=NO_VALUE, headers=(*self.headers, (VALUE_DROPPED, b"true")))
 
-    def bare(self) -> Outgoing:
-        """Only the worker's own headers: what is left when even the key or headers are too big."""
+    def keyed(self) -> Outgoing:
+        """The key and the worker's own headers only: when the original headers are too big."""
         ours = tuple((k, v) for k, v in self.headers if _is_ours(k))
-        return replace(self, key=None, value=NO_VALUE, headers=ours)
+        return replace(self, value=NO_VALUE, headers=ours)
+
+    def bare(self) -> Outgoing:
+        """Only the worker's own headers: what is left when even the key is too big."""
+        return replace(self.keyed(), key=None)
 
 
 def _is_ours(name: str) -> bool:
@@ -220,6 +231,7 @@ class KafkaDeadLetters:
         self._now = now
         self._producer: Producer | None = None
         self._generation = 0  # which producer a failed write used: only that one is replaced
+        self._retired = asyncio.Event()  # set when the current producer is replaced
         self._replacing = asyncio.Lock()
 
     async def __aenter__(self) -> KafkaDeadLetters:
@@ -236,7 +248,11 @@ class KafkaDeadLetters:
     async def dead_letter(self, record: Record, result: Result) -> None:
         """Write the dead letter, smaller each time the broker says it is too large; raise else."""
         full = self._build(record, result)
-        for attempt in (full, full.without_value(), full.without_value().bare()):
+        smaller = full.without_value()
+        ladder = [full, smaller, smaller.keyed()]
+        if len(full.key or b"") > BIG_KEY_BYTES:  # a small key never makes a record too large
+            ladder.append(smaller.bare())
+        for attempt in ladder:
             try:
                 await self._send(attempt)
             except TOO_LARGE as exc:
@@ -280,18 +296,32 @@ class KafkaDeadLetters:
             await self._send(result_record(record, result, topic=topic, now=self._now()))
 
     async def _send(self, out: Outgoing) -> None:
+        """One write; a write stranded on a replaced producer goes again on its successor."""
+        for _ in range(REPLACED_RETRIES):
+            try:
+                await self._send_once(out)
+            except ProducerReplaced:
+                continue
+            return
+        await self._send_once(out)
+
+    async def _send_once(self, out: Outgoing) -> None:
         producer, generation = self._current()
+        retired = self._retired
+        queued = producer.send(out.topic, value=out.value, key=out.key, headers=list(out.headers))
         try:
-            delivery = await producer.send(
-                out.topic, value=out.value, key=out.key, headers=list(out.headers)
-            )
+            delivery = await _within(asyncio.ensure_future(queued), retired, own=True)
+        except ProducerReplaced:
+            raise
         except _BEFORE_QUEUING:  # above max_request_size, or no metadata yet: producer is fine
             raise
         except Exception:  # its sender task died: every later send would raise the same
             await self._replace(generation)
             raise
         try:
-            await delivery
+            await _within(asyncio.ensure_future(delivery), retired, own=False)
+        except ProducerReplaced:
+            raise
         except Exception:
             # Idempotent delivery retries transient errors itself: a failed batch is final and
             # its sequence number is now lost to the broker, so this producer is poisoned.
@@ -318,8 +348,40 @@ class KafkaDeadLetters:
                 return
             old, self._producer = self._producer, fresh
             self._generation += 1
+            retired, self._retired = self._retired, asyncio.Event()
         log.info("dead-letter producer replaced", extra={"generation": self._generation})
-        await _stop_quietly(old)
+        await _stop_quietly(old)  # flushes: most writes pending on it end here, one way or another
+        retired.set()  # what is still pending is written again on the new producer
+
+
+async def _within(step: asyncio.Future[Any], retired: asyncio.Event, *, own: bool) -> Any:
+    """A step of a write (queuing, then the acknowledgement), bounded in time and by the
+    producer's retirement. `own`: the step is ours to cancel (not one of aiokafka's futures)."""
+    replaced = asyncio.ensure_future(retired.wait())
+    try:
+        await asyncio.wait(
+            {step, replaced}, timeout=DELIVERY_TIMEOUT_SECONDS, return_when=asyncio.FIRST_COMPLETED
+        )
+    finally:
+        replaced.cancel()
+    if step.done():
+        return step.result()  # raises the step's error
+    if own:
+        step.cancel()
+    step.add_done_callback(_forget_outcome)
+    if retired.is_set():
+        raise ProducerReplaced("the producer was replaced before the write was acknowledged")
+    raise KafkaTimeoutError("no acknowledgement within the delivery timeout")
+
+
+def _forget_outcome(delivery: asyncio.Future[Any]) -> None:
+    """A late outcome of a write given up on: retrieved, so it is not reported as lost."""
+    if not delivery.cancelled():
+        delivery.exception()
+
+
+class ProducerReplaced(Exception):
+    """A write was pending on a producer that has been replaced: write it again."""
 
 
 async def _start(producer: Producer) -> None:

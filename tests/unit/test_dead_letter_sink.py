@@ -127,7 +127,18 @@ async def test_huge_key_or_headers_are_dropped_too_as_a_last_resort() -> None:
     assert (sent.key, sent.value) == (None, b"")
     assert "big" not in _headers(sent)
     assert _headers(sent)["signout.original.offset"] == b"1"
-    assert s.errors("MessageSizeTooLargeError") == 2
+    assert s.errors("MessageSizeTooLargeError") == 3
+
+
+async def test_big_headers_alone_cost_the_headers_but_not_the_key() -> None:
+    s = Sink(_broker(max_message_bytes=2_000))
+    record = Record("t", 0, 1, b"user-1", b"v" * 5_000, (("big", b"h" * 5_000),), 0)
+    async with s.sink:
+        await s.sink.dead_letter(record, _result())
+    (sent,) = s.broker.log
+    assert (sent.key, sent.value) == (b"user-1", b"")
+    assert "big" not in _headers(sent)
+    assert _headers(sent)["signout.error.value_dropped"] == b"true"
 
 
 @pytest.mark.parametrize("error", [InvalidTopicError, TopicAuthorizationFailedError])
