@@ -50,8 +50,6 @@ REPLAYABLE = frozenset({Reason.RETRIES_EXHAUSTED, Reason.INTERNAL_ERROR})
 DELIVERY_TIMEOUT_SECONDS = 60.0
 # A key above this may itself be why a dead letter is too large: the last attempt drops it.
 BIG_KEY_BYTES = 1024
-# How often a write stranded on a replaced producer is tried again on the next one.
-REPLACED_RETRIES = 3
 TOO_LARGE = (MessageSizeTooLargeError, RecordListTooLargeError, RecordTooLargeError)
 # The value of a dead letter written without its own: empty, not null (aiokafka refuses a record
 # with neither key nor value, and a null value is a tombstone on a compacted topic).
@@ -297,13 +295,13 @@ class KafkaDeadLetters:
 
     async def _send(self, out: Outgoing) -> None:
         """One write; a write stranded on a replaced producer goes again on its successor."""
-        for _ in range(REPLACED_RETRIES):
-            try:
-                await self._send_once(out)
-            except ProducerReplaced:
-                continue
-            return
-        await self._send_once(out)
+        async with asyncio.timeout(DELIVERY_TIMEOUT_SECONDS):
+            while True:
+                try:
+                    await self._send_once(out)
+                except ProducerReplaced:
+                    continue
+                return
 
     async def _send_once(self, out: Outgoing) -> None:
         producer, generation = self._current()
