@@ -50,7 +50,12 @@ class RawKey(str):
         return self.raw
 
 
-async def topics_with_partitions(bootstrap: str, partitions: int, **dlq_configs: str) -> Names:
+async def topics_with_partitions(
+    bootstrap: str,
+    partitions: int,
+    source: dict[str, str] | None = None,
+    dlq: dict[str, str] | None = None,
+) -> Names:
     run = uuid.uuid4().hex[:10]
     names = Names(f"req-{run}", f"req-{run}.dlq", f"req-{run}.results", f"group-{run}")
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
@@ -58,8 +63,8 @@ async def topics_with_partitions(bootstrap: str, partitions: int, **dlq_configs:
     try:
         await admin.create_topics(
             [
-                NewTopic(names.topic, partitions, 1),
-                NewTopic(names.dlq, 1, 1, topic_configs=dlq_configs),
+                NewTopic(names.topic, partitions, 1, topic_configs=source or {}),
+                NewTopic(names.dlq, 1, 1, topic_configs=dlq or {}),
                 NewTopic(names.results, 1, 1),
             ]
         )
