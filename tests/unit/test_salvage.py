@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from aiokafka import TopicPartition
 from aiokafka.record.default_records import _DefaultRecordBatchBuilderPy
 
@@ -53,7 +54,6 @@ def test_a_batch_cut_short_by_the_fetch_is_left_out() -> None:
 
 
 def test_an_exception_not_raised_by_the_fetcher_cannot_be_placed() -> None:
-    try:
+    with pytest.raises(UnicodeDecodeError) as raised:
         b"\xff".decode()
-    except UnicodeDecodeError as exc:
-        assert failing_batch(exc) is None
+    assert failing_batch(raised.value) is None
