@@ -101,6 +101,8 @@ def dead_letter_record(
     message = scrub(error.message, _secrets(result)) if error else ""
     ours = _ours(record, result, group_id, now, code, message)
     headers = carried_headers(record.headers) + tuple((k, utf8(v)) for k, v in ours.items())
+    if record.key is None and value is None:  # aiokafka refuses a record with neither
+        value = NO_VALUE
     return Outgoing(topic, record.key, value, headers)
 
 

@@ -174,6 +174,8 @@ class Handler:
             log.error("outcome accounting failed", extra={"error": type(exc).__name__})
 
     async def _decide(self, record: Record, lane: Lane) -> Result:
+        if record.undecodable is not None:
+            return self._undecodable(record, record.undecodable)
         try:
             request = decode(record.value)
         except PermanentError as exc:
@@ -188,6 +190,16 @@ class Handler:
         if result.outcome is not Outcome.SIGNED_OUT:
             self._seen.release(request.event_id)
         return result
+
+    def _undecodable(self, record: Record, why: str) -> Result:
+        """The client could not decode it: nothing to sign out, only what was recovered to keep."""
+        log.error(
+            "undecodable record",
+            extra={"topic": record.topic, "partition": record.partition, "offset": record.offset},
+        )
+        self._metrics.undecodable.inc()
+        error = PermanentError(Reason.INVALID_PAYLOAD, LOCAL_CODE, why)
+        return Result(Outcome.DEAD_LETTERED, Reason.INVALID_PAYLOAD, error=error)
 
     async def _sign_out(
         self, request: SignOutRequest, record: Record, attempts: _Attempts

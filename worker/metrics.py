@@ -98,6 +98,11 @@ class Metrics:
             ["error"],
             registry=r,
         )
+        self.undecodable = Counter(
+            "signout_undecodable_records",
+            "Records the Kafka client could not decode, dead-lettered with what could be read",
+            registry=r,
+        )
         self.inflight = Gauge("signout_inflight_events", "Records being worked on", registry=r)
         self.rate_limit = Gauge(
             "signout_rate_limit_per_second",

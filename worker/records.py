@@ -26,6 +26,8 @@ class Record:
     value: bytes | None
     headers: tuple[tuple[str, bytes], ...] = ()
     timestamp_ms: int = -1
+    # Why the Kafka client could not decode it (set only by worker.salvage): a dead letter at once.
+    undecodable: str | None = None
 
     def header(self, name: str) -> str | None:
         return header(self.headers, name)

@@ -14,6 +14,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.structs import OffsetAndMetadata
 
 from worker.records import Record
+from worker.salvage import DECODE_FAILURES, positions, salvage
 from worker.settings import KafkaSettings
 
 __all__ = ["KafkaSource", "Source", "TopicPartition", "consumer_options", "to_record"]
@@ -90,9 +91,17 @@ class KafkaSource:
     async def fetch(
         self, partitions: Collection[TopicPartition], wait: float, max_records: int
     ) -> list[Record]:
-        batch = await self._consumer.getmany(
-            *partitions, timeout_ms=int(wait * 1000), max_records=max_records
-        )
+        before = positions(self._consumer)
+        try:
+            batch = await self._consumer.getmany(
+                *partitions, timeout_ms=int(wait * 1000), max_records=max_records
+            )
+        except DECODE_FAILURES as exc:
+            # A record the client cannot decode: take its batch apart ourselves, then go on.
+            salvaged = await salvage(self._consumer, exc, before)
+            if salvaged is None:
+                raise
+            return [to_record(m) for m in salvaged.drained] + salvaged.records
         return [to_record(m) for messages in batch.values() for m in messages]
 
     def pause(self, partitions: Collection[TopicPartition]) -> None:

@@ -305,3 +305,11 @@ def test_result_of_an_invalid_payload_has_no_event_id_or_target() -> None:
     assert document["target"] is None
     assert document["error_code"] == LOCAL_CODE
     assert document["reason"] == "invalid_payload"
+
+
+def test_a_record_with_neither_key_nor_value_gets_an_empty_value_the_client_accepts() -> None:
+    bare = Record("signout.requests", 0, 7, None, None)
+    error = PermanentError(Reason.INVALID_PAYLOAD, "Local", "empty record value")
+    out = _dead(bare, Result(Outcome.DEAD_LETTERED, Reason.INVALID_PAYLOAD, error=error))
+    assert (out.key, out.value) == (None, b"")
+    assert _headers(out)["signout.original.offset"] == "7"

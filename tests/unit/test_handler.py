@@ -648,3 +648,28 @@ async def test_the_token_never_reaches_a_log_line(caplog: pytest.LogCaptureFixtu
 )
 def test_trace_id(header: str | None, expected: str | None) -> None:
     assert trace_id(header) == expected
+
+
+async def test_a_record_the_client_could_not_decode_is_dead_lettered_without_a_call(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    h = harness()
+    flagged = Record(
+        "signout.requests",
+        5,
+        77,
+        b"alice",
+        _json(token_request()),
+        (("\\xff", b"h"),),
+        undecodable="header key is not valid UTF-8",
+    )
+    with caplog.at_level(logging.ERROR, logger="worker.handler"):
+        result = await h.handler.handle(flagged)
+    assert (result.outcome, result.reason) == (Outcome.DEAD_LETTERED, Reason.INVALID_PAYLOAD)
+    assert result.error is not None
+    assert result.error.message == "header key is not valid UTF-8"
+    assert h.signer.calls == []
+    assert h.sink.dead_letter_calls == 1
+    assert h.metrics.registry.get_sample_value("signout_undecodable_records_total") == 1
+    line = next(r for r in caplog.records if r.message == "undecodable record")
+    assert (line.levelno, line.partition, line.offset) == (logging.ERROR, 5, 77)  # type: ignore[attr-defined]
