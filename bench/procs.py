@@ -7,6 +7,7 @@ worker is instrumented and the figures are the process's own.
 
 from __future__ import annotations
 
+import ctypes
 import itertools
 import json
 import os
@@ -26,6 +27,11 @@ _TICKS = os.sysconf("SC_CLK_TCK")
 _SS_PEER = re.compile(r"\s(\S+):(\d+)\s+(\S+):(\d+)\s")
 _SS_PID = re.compile(r"pid=(\d+),")
 _SS_RECEIVED = re.compile(r"bytes_received:(\d+)")
+
+
+def die_with_parent() -> None:
+    """preexec_fn: Linux SIGTERMs the child when the bench dies, however it dies."""
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def rss_bytes(pid: int) -> int:
@@ -103,6 +109,7 @@ class WorkerProc:
                 stdout=log,
                 stderr=log,
                 start_new_session=True,
+                preexec_fn=die_with_parent,
             )
         self.pid = self.proc.pid
 

@@ -37,7 +37,8 @@ class Topics:
 def running_broker() -> Iterator[str]:
     """A throwaway single-node broker in a temporary directory; yields its bootstrap address."""
     with tempfile.TemporaryDirectory(prefix="signout-bench-kafka-") as state:
-        broker = local_broker.start(Path(state))
+        # The bench runs on its main thread throughout, so the broker may die with that thread.
+        broker = local_broker.start(Path(state), die_with_parent=True)
         try:
             yield broker.bootstrap
         finally:

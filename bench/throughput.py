@@ -12,7 +12,7 @@ import sys
 import time
 
 from bench.figures import Figure
-from bench.procs import Sample, cpu_seconds, rss_bytes
+from bench.procs import Sample, cpu_seconds, die_with_parent, rss_bytes
 from bench.run import Bench, Watch
 from bench.stack import fresh_topics, publish
 from devstack.cognito_stub import Call
@@ -60,6 +60,7 @@ class _BareProc:
             [sys.executable, "-m", "bench.client", endpoint, "--requests", str(requests)],
             stdout=subprocess.PIPE,
             start_new_session=True,
+            preexec_fn=die_with_parent,
         )
         self.pid = self.proc.pid
 
