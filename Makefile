@@ -74,6 +74,10 @@ k8s-generate: venv ## copy deploy/prometheus/alerts.yaml and the Grafana dashboa
 deploy-check: venv deploy-tools ## deployment checks only: manifests, Dockerfile, image install and run
 	CI=true $(VENV)/bin/pytest tests/deploy $(PYTEST_ARGS)
 
+.PHONY: bench
+bench: venv ## benchmarks against a local broker and stub, about six minutes (BENCH_FULL=1: longer)
+	$(PY) -m bench
+
 .PHONY: demo
 demo: venv ## run the worker end to end on a local broker and Cognito emulator
 	$(PY) -m devstack.demo

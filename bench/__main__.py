@@ -1,0 +1,75 @@
+"""`make bench`: start a broker and a stub, run every scenario, print the table, draw the plot.
+
+    .venv/bin/python -m bench            # defaults: about six minutes
+    BENCH_FULL=1 .venv/bin/python -m bench   # the 1,000,000-record, five-minute drain
+
+BENCH_BACKLOG, BENCH_DRAIN_SECONDS and BENCH_RAW_REQUESTS override single parameters.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable
+from pathlib import Path
+from typing import TypeVar
+
+from bench.figures import Figure, raw_numbers, table
+from bench.plot import draw
+from bench.run import STUB_LATENCY, Bench, Params
+from bench.scenarios import long_drain, short_backlog, two_replicas
+from bench.shared import shared_quota
+from bench.stack import running_broker
+from bench.throughput import raw_efficiency
+from devstack.cognito_stub import StubProcess
+
+T = TypeVar("T")
+PLOT = Path(__file__).resolve().parent / "rate.png"
+
+
+async def run_all(params: Params, bootstrap: str, logs: Path) -> list[Figure]:
+    config = {"seed": 11, "latency": STUB_LATENCY, "max_calls": 400_000}
+    async with StubProcess(config) as stub:
+        bench = Bench(params, bootstrap, stub, logs)
+        figures: list[Figure] = []
+        for name, scenario in (
+            ("short backlog", short_backlog),
+            ("two replicas", two_replicas),
+            ("raw efficiency", raw_efficiency),
+        ):
+            figures += await _timed(name, scenario(bench))
+        shared, timeline = await _timed("shared quota", shared_quota(bench))
+        draw(timeline, PLOT)
+        figures += shared + await _timed("long drain", long_drain(bench))
+        return figures
+
+
+async def _timed(name: str, work: Awaitable[T]) -> T:
+    started = time.monotonic()
+    print(f"[bench] {name} ...", flush=True)
+    result = await work
+    print(f"[bench] {name}: {time.monotonic() - started:.0f} s", flush=True)
+    return result
+
+
+def main() -> int:
+    params = Params.from_env()
+    started = time.monotonic()
+    print(f"[bench] {params}", flush=True)
+    with tempfile.TemporaryDirectory(prefix="signout-bench-") as logs:
+        with running_broker() as bootstrap:
+            figures = asyncio.run(run_all(params, bootstrap, Path(logs)))
+    print()
+    print(table(figures))
+    print()
+    print("raw numbers:")
+    print(raw_numbers(figures))
+    print(f"\nplot: {PLOT.relative_to(Path.cwd()) if PLOT.is_relative_to(Path.cwd()) else PLOT}")
+    print(f"total: {time.monotonic() - started:.0f} s")
+    return 0 if all(f.passed is not False for f in figures) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
