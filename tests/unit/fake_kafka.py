@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Collection, Mapping
 
 from aiokafka import TopicPartition
@@ -23,6 +24,7 @@ class FakeSource:
         self.paused: set[TopicPartition] = set()
         self.commits: list[dict[TopicPartition, int]] = []
         self.committed_offsets: dict[TopicPartition, int] = {}
+        self.committed_event = asyncio.Event()
         self.fetches = 0
         self.fail_commits = 0
 
@@ -58,6 +60,7 @@ class FakeSource:
             self.fail_commits -= 1
             raise ConnectionError("broker away")
         self.commits.append(dict(offsets))
+        self.committed_event.set()
         self.committed_offsets.update(offsets)
 
     async def committed(self, partition: TopicPartition) -> int | None:
