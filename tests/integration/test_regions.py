@@ -25,8 +25,9 @@ from typing import Any
 import pytest
 from aiobotocore.session import get_session
 from pydantic import SecretStr
-from worker.sandbox import PASSWORD, free_port, login
 
+from devstack.moto import PASSWORD, login
+from devstack.ports import free_port
 from tests.unit.fakes import make_jwt
 from worker.cognito import CognitoSigner
 from worker.errors import PermanentError, Reason
