@@ -299,7 +299,7 @@ async def test_container_signs_out_and_stops_cleanly_on_sigterm(
     assert status == 200, live
     status, metrics = await asyncio.to_thread(http_get, port, "/metrics")
     assert status == 200
-    assert 'signout_events_total{outcome="signed_out",reason="global_sign_out"} 1.0' in metrics
+    assert 'signout_events_total{outcome="signed_out",reason="global_sign_out",lane="bulk"} 1.0' in metrics
 
     # The image's own HEALTHCHECK, run by podman inside the container.
     health = run([podman, "healthcheck", "run", container.name], timeout=30)

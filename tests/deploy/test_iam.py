@@ -21,10 +21,27 @@ def load(name: str) -> dict[str, Any]:
     return document
 
 
-def test_policy_allows_only_admin_sign_out_on_named_pools() -> None:
+ROLE_ARN = re.compile(r"arn:aws:iam::\d{12}:role/[\w+=,.@/-]+")
+
+
+def statements() -> dict[str, dict[str, Any]]:
     policy = load("signout-worker-policy.json")
     assert policy["Version"] == "2012-10-17"
-    (statement,) = policy["Statement"]
+    return {s["Action"]: s for s in policy["Statement"]}
+
+
+def test_policy_allows_only_admin_sign_out_and_assuming_named_roles() -> None:
+    assert set(statements()) == {"cognito-idp:AdminUserGlobalSignOut", "sts:AssumeRole"}
+    for statement in statements().values():
+        assert statement["Effect"] == "Allow"
+        assert not {"NotAction", "NotResource", "Condition"} & statement.keys()
+    roles = statements()["sts:AssumeRole"]["Resource"]
+    assert roles
+    assert all(ROLE_ARN.fullmatch(arn) for arn in roles), roles
+
+
+def test_policy_allows_only_admin_sign_out_on_named_pools() -> None:
+    statement = statements()["cognito-idp:AdminUserGlobalSignOut"]
     assert statement["Effect"] == "Allow"
     assert statement["Action"] == "cognito-idp:AdminUserGlobalSignOut"
     assert not {"NotAction", "NotResource", "Condition"} & statement.keys()
