@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
 REPO = Path(__file__).resolve().parents[2]
 K8S = REPO / "deploy" / "k8s"
@@ -170,3 +171,14 @@ def rendered(
     request: pytest.FixtureRequest, kustomize_build: Callable[[str], Rendered]
 ) -> Rendered:
     return kustomize_build(request.param)
+
+
+def signed_out_by_token(exposition: str) -> float:
+    """The worker's count of GlobalSignOut sign-outs, from its /metrics text (any lane)."""
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(exposition)
+        for sample in family.samples
+        if sample.name == "signout_events_total"
+        and sample.labels.get("reason") == "global_sign_out"
+    )
