@@ -110,11 +110,12 @@ async def test_calls_really_overlap_against_a_slow_cognito(bench: Bench) -> None
 
 @pytest.mark.timeout(180)
 async def test_the_budget_is_held_and_used(bench: Bench) -> None:
-    # Calls leave on schedule but do not all take equally long to reach Cognito: on a shared,
-    # busy machine a second there may hold a call or two more than the budget. `make bench`
-    # measures the exact figure; this test keeps a margin of two so it cannot flake.
+    # The worker grants at most the budget in any second, but the stub stamps a call when its own
+    # loop gets to it: on a shared, busy machine a stall there squeezes calls of one second into
+    # the next. `make bench` measures the exact figure on a quiet machine; this test leaves the
+    # stub a tenth of margin so that the stub's own stalls cannot make it fail.
     await bench.stub.configure(
-        quota_per_second=52, latency={"dist": "uniform", "min_ms": 5, "max_ms": 40}
+        quota_per_second=55, latency={"dist": "uniform", "min_ms": 5, "max_ms": 40}
     )
     await bench.backlog(1500)
     calls = await bench.drain(per_second=50)
@@ -125,7 +126,7 @@ async def test_the_budget_is_held_and_used(bench: Bench) -> None:
         f" results {dict(results)}"
     )
     assert results == {"ok": 1500}
-    assert busiest <= 52
+    assert busiest <= 55
     assert rate >= 0.9 * 50
 
 
