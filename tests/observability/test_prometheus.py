@@ -53,6 +53,7 @@ ZERO_AFTER_THE_BATCH = {
     "Consumer lag by partition",
     "In flight by pod",
     "Dead-letter write errors by error",
+    "Commit stall by pod",
 }
 LANES = {"bulk", "urgent"}
 UNKNOWN = [f"ghost-{i}" for i in range(3)]
@@ -210,14 +211,13 @@ async def urgent_and_undecodable(batch: Batch, bootstrap: str, urgent: str, topi
 
 
 def outcomes(metrics: Metrics) -> Counter[tuple[str, str]]:
-    return Counter(
-        {
-            (s.labels["outcome"], s.labels["reason"]): int(s.value)
-            for family in metrics.events.collect()
-            for s in family.samples
-            if s.name.endswith("_total") and s.value > 0
-        }
-    )
+    """Terminal outcomes by (outcome, reason), both lanes added up."""
+    counts: Counter[tuple[str, str]] = Counter()
+    for family in metrics.events.collect():
+        for s in family.samples:
+            if s.name.endswith("_total") and s.value > 0:
+                counts[(s.labels["outcome"], s.labels["reason"])] += int(s.value)
+    return counts
 
 
 async def _done(metrics: Metrics, expected: Counter[tuple[str, str]]) -> bool:
