@@ -24,30 +24,39 @@ def load(name: str) -> dict[str, Any]:
 ROLE_ARN = re.compile(r"arn:aws:iam::\d{12}:role/[\w+=,.@/-]+")
 
 
-def statements() -> dict[str, dict[str, Any]]:
-    policy = load("signout-worker-policy.json")
+def statements(name: str) -> dict[str, dict[str, Any]]:
+    policy = load(name)
     assert policy["Version"] == "2012-10-17"
-    return {s["Action"]: s for s in policy["Statement"]}
+    return {statement["Action"]: statement for statement in policy["Statement"]}
 
 
-def test_policy_allows_only_admin_sign_out_and_assuming_named_roles() -> None:
-    assert set(statements()) == {"cognito-idp:AdminUserGlobalSignOut", "sts:AssumeRole"}
-    for statement in statements().values():
+def test_policy_allows_only_admin_sign_out_on_named_pools_and_named_admin_roles() -> None:
+    by_action = statements("signout-worker-policy.json")
+    assert set(by_action) == {"cognito-idp:AdminUserGlobalSignOut", "sts:AssumeRole"}
+    for statement in by_action.values():
         assert statement["Effect"] == "Allow"
         assert not {"NotAction", "NotResource", "Condition"} & statement.keys()
-    roles = statements()["sts:AssumeRole"]["Resource"]
-    assert roles
+        assert statement["Resource"]
+    pools = by_action["cognito-idp:AdminUserGlobalSignOut"]["Resource"]
+    assert all(POOL_ARN.fullmatch(arn) for arn in pools), pools
+    roles = by_action["sts:AssumeRole"]["Resource"]
     assert all(ROLE_ARN.fullmatch(arn) for arn in roles), roles
 
 
-def test_policy_allows_only_admin_sign_out_on_named_pools() -> None:
-    statement = statements()["cognito-idp:AdminUserGlobalSignOut"]
-    assert statement["Effect"] == "Allow"
-    assert statement["Action"] == "cognito-idp:AdminUserGlobalSignOut"
-    assert not {"NotAction", "NotResource", "Condition"} & statement.keys()
-    resources = statement["Resource"]
-    assert resources
-    assert all(POOL_ARN.fullmatch(arn) for arn in resources), resources
+def test_admin_roles_trust_only_the_worker_role_and_sign_out_only() -> None:
+    (trust,) = load("admin-role-trust-policy.json")["Statement"]
+    assert trust["Action"] == "sts:AssumeRole"
+    worker_role = trust["Principal"]["AWS"]
+    assert ROLE_ARN.fullmatch(worker_role), worker_role
+    assert trust["Condition"]["StringEquals"]["sts:RoleSessionName"] == "signout-worker"
+    prod = (K8S / "overlays/prod/kustomization.yaml").read_text()
+    assert worker_role in prod, "the admin roles trust the prod ServiceAccount's role"
+    (admin,) = load("admin-role-policy.json")["Statement"]
+    assert admin["Action"] == "cognito-idp:AdminUserGlobalSignOut"
+    assert all(POOL_ARN.fullmatch(arn) for arn in admin["Resource"])
+    assumed = statements("signout-worker-policy.json")["sts:AssumeRole"]["Resource"]
+    accounts = {arn.split(":")[4] for arn in assumed}
+    assert {arn.split(":")[4] for arn in admin["Resource"]} <= accounts
 
 
 def test_trust_policy_admits_only_the_worker_service_account() -> None:

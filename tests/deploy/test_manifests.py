@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -268,31 +269,81 @@ def test_replicas_belong_to_keda(rendered: Rendered) -> None:
 
 
 def test_keda_watches_what_the_worker_consumes(rendered: Rendered) -> None:
+    """One Kafka trigger per consumed topic (the urgent one only when it is set), each on the
+    worker's brokers and group, authenticated as the worker is."""
     env = rendered.worker_environment()
-    trigger = next(
-        t for t in rendered.one("ScaledObject")["spec"]["triggers"] if t["type"] == "kafka"
+    triggers = {
+        t["name"]: t
+        for t in rendered.one("ScaledObject")["spec"]["triggers"]
+        if t["type"] == "kafka"
+    }
+    topics = {"requests": env["SIGNOUT_KAFKA__TOPIC"]}
+    if "SIGNOUT_KAFKA__URGENT_TOPIC" in env:
+        topics["urgent"] = env["SIGNOUT_KAFKA__URGENT_TOPIC"]
+    assert {name: t["metadata"]["topic"] for name, t in triggers.items()} == topics
+    for trigger in triggers.values():
+        assert trigger["metadata"]["bootstrapServers"] == env["SIGNOUT_KAFKA__BOOTSTRAP_SERVERS"]
+        assert trigger["metadata"]["consumerGroup"] == env["SIGNOUT_KAFKA__GROUP_ID"]
+        assert_authenticated_as_the_worker(rendered, env, trigger)
+
+
+def test_dev_runs_the_urgent_lane(kustomize_build: Any) -> None:
+    """The overlay with components/urgent-lane: the setting and the second trigger, both."""
+    dev = kustomize_build("dev")
+    assert dev.worker_environment()["SIGNOUT_KAFKA__URGENT_TOPIC"] == "signout.requests.urgent"
+    names = [t.get("name") for t in dev.one("ScaledObject")["spec"]["triggers"]]
+    assert names == ["requests", "urgent"]
+
+
+def test_prod_with_the_urgent_lane_as_its_comments_say(tmp_path: Path) -> None:
+    """Uncommenting what overlays/prod says to uncomment gives a valid urgent trigger."""
+    copy = tmp_path / "k8s"
+    shutil.copytree(K8S, copy)
+    kustomization = copy / "overlays" / "prod" / "kustomization.yaml"
+    lines = kustomization.read_text().splitlines()
+    enabled = [
+        re.sub(r"^(\s*)# (- \.\./\.\./components/urgent-lane)$", r"\1\2", line) for line in lines
+    ]
+    block = enabled.index(
+        "      # The urgent trigger (components/urgent-lane) authenticates the same way:"
     )
-    assert trigger["metadata"]["bootstrapServers"] == env["SIGNOUT_KAFKA__BOOTSTRAP_SERVERS"]
-    assert trigger["metadata"]["consumerGroup"] == env["SIGNOUT_KAFKA__GROUP_ID"]
-    assert trigger["metadata"]["topic"] == env["SIGNOUT_KAFKA__TOPIC"]
+    for i in range(block + 1, block + 11):
+        enabled[i] = enabled[i].replace("      # ", "      ", 1)
+    assert enabled != lines
+    kustomization.write_text("\n".join(enabled) + "\n")
+    result = run([find_tool("kustomize"), "build", copy / "overlays" / "prod"])
+    assert result.returncode == 0, result.stderr
+    path = tmp_path / "prod.yaml"
+    path.write_text(result.stdout)
+    prod = Rendered("prod+urgent", path, [d for d in yaml.safe_load_all(result.stdout) if d])
+    triggers = prod.one("ScaledObject")["spec"]["triggers"]
+    assert [t["name"] for t in triggers] == ["requests", "urgent"]
+    test_keda_watches_what_the_worker_consumes(prod)
+    assert errors_of("scaledobject.json", prod.one("ScaledObject")) == []
+
+
+def assert_authenticated_as_the_worker(
+    rendered: Rendered, env: dict[str, str], trigger: dict[str, Any]
+) -> None:
     sasl = env.get("SIGNOUT_KAFKA__SASL_MECHANISM")
-    if sasl:
-        assert trigger["metadata"]["sasl"] == KEDA_SASL[sasl]
-        assert trigger["metadata"]["tls"] == (
-            "enable" if "SSL" in env["SIGNOUT_KAFKA__SECURITY_PROTOCOL"] else "disable"
+    if not sasl:
+        return
+    assert trigger["metadata"]["sasl"] == KEDA_SASL[sasl]
+    assert trigger["metadata"]["tls"] == (
+        "enable" if "SSL" in env["SIGNOUT_KAFKA__SECURITY_PROTOCOL"] else "disable"
+    )
+    auth = rendered.one("TriggerAuthentication", trigger["authenticationRef"]["name"])
+    refs = {r["parameter"]: (r["name"], r["key"]) for r in auth["spec"]["secretTargetRef"]}
+    secrets = {
+        e["name"]: (
+            e["valueFrom"]["secretKeyRef"]["name"],
+            e["valueFrom"]["secretKeyRef"]["key"],
         )
-        auth = rendered.one("TriggerAuthentication", trigger["authenticationRef"]["name"])
-        refs = {r["parameter"]: (r["name"], r["key"]) for r in auth["spec"]["secretTargetRef"]}
-        secrets = {
-            e["name"]: (
-                e["valueFrom"]["secretKeyRef"]["name"],
-                e["valueFrom"]["secretKeyRef"]["key"],
-            )
-            for e in rendered.worker_container().get("env", [])
-            if "valueFrom" in e
-        }
-        assert refs["username"] == secrets["SIGNOUT_KAFKA__SASL_USERNAME"]
-        assert refs["password"] == secrets["SIGNOUT_KAFKA__SASL_PASSWORD"]
+        for e in rendered.worker_container().get("env", [])
+        if "valueFrom" in e
+    }
+    assert refs["username"] == secrets["SIGNOUT_KAFKA__SASL_USERNAME"]
+    assert refs["password"] == secrets["SIGNOUT_KAFKA__SASL_PASSWORD"]
 
 
 def test_pod_security_restricted(rendered: Rendered) -> None:

@@ -48,6 +48,7 @@ def exercised_metrics() -> Metrics:
     m.assigned_partitions.set(2)
     m.last_commit.set(time.time())
     m.commit_stall.set(4.5)
+    m.undecodable.inc()
     return m
 
 

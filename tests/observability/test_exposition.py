@@ -27,6 +27,7 @@ CONTRACT: dict[str, tuple[str, frozenset[str]]] = {
     "signout_assigned_partitions": ("gauge", frozenset()),
     "signout_last_commit_timestamp_seconds": ("gauge", frozenset()),
     "signout_commit_stall_seconds": ("gauge", frozenset()),
+    "signout_undecodable_records_total": ("counter", frozenset()),
     "signout_build_info": ("gauge", frozenset({"version"})),
 }
 

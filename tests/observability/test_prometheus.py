@@ -3,9 +3,10 @@
 A worker runs in this event loop against the real broker and the Cognito stub (which, unlike
 moto, can throttle); a `prometheus` server scrapes it every second with the labels Kubernetes
 discovery would add (namespace, pod) and loads `alerts.yaml`. After a mixed batch (signed out,
-dead-lettered for four reasons, duplicates, throttled and retried calls), every expression of every
-dashboard panel must return data through Prometheus' HTTP API, every alert rule must evaluate
-without error, and the dead-letter and throttling alerts must react to what happened.
+dead-lettered for four reasons, duplicates, throttled and retried calls, an undecodable record,
+requests for a second Region and one on the urgent topic), every expression of every dashboard
+panel must return data through Prometheus' HTTP API, every alert rule must evaluate without error,
+and the dead-letter, undecodable-record and throttling alerts must react to what happened.
 """
 
 from __future__ import annotations
@@ -27,16 +28,19 @@ from devstack.moto import client_kwargs
 from devstack.ports import free_port
 from tests.conftest import TopicFactory
 from tests.integration.conftest import Names, publish, settings_for
+from tests.integration.test_undecodable import BAD_KEY, kcat_produce
 from tests.observability.conftest import Probe, eventually, running_worker
 from tests.observability.promql import RULES, alert_rules, concrete, dashboard_exprs
 from worker.metrics import Metrics
 
 NAMESPACE, POD, JOB = "test", "worker-0", "signout-worker"
 POOL = "us-east-1_observability"
+OTHER_REGION, OTHER_POOL = "eu-west-1", "eu-west-1_observability"
 # Windows that cover the whole test: Prometheus has only the seconds of this test to look at.
 GRAFANA = {
     "namespace": NAMESPACE,
     "pod": POD,
+    "region": ".*",  # the variable's "All"
     "__rate_interval": "5m",
     "__interval": "15s",
     "__range": "5m",
@@ -49,7 +53,9 @@ ZERO_AFTER_THE_BATCH = {
     "Consumer lag by partition",
     "In flight by pod",
     "Dead-letter write errors by error",
+    "Commit stall by pod",
 }
+LANES = {"bulk", "urgent"}
 UNKNOWN = [f"ghost-{i}" for i in range(3)]
 THROTTLED_USER = "busy-user"
 
@@ -188,18 +194,30 @@ async def mixed_batch(endpoint_url: str) -> Batch:
         batch.add("dead_lettered", "token_expired", {"access_token": make_token(exp_in=-600)})
     for i in range(4):
         batch.add("dead_lettered", "invalid_payload", f"not json {i}".encode())
+    for i in range(2):  # the same stub answers for every Region
+        batch.add(
+            "signed_out", "admin_sign_out", {"user_pool_id": OTHER_POOL, "username": f"e-{i}"}
+        )
     return batch
 
 
+async def urgent_and_undecodable(batch: Batch, bootstrap: str, urgent: str, topic: str) -> None:
+    """One request on the urgent topic; one record whose header key is not UTF-8 on the other."""
+    batch.add("signed_out", "global_sign_out", {"access_token": make_token(username="urgent")})
+    await publish(bootstrap, urgent, batch.records[-1:])
+    request = json.dumps({"event_id": uuid.uuid4().hex, "access_token": make_token()}).encode()
+    await asyncio.to_thread(kcat_produce, bootstrap, topic, 0, b"k", request, BAD_KEY + b"=v")
+    batch.expected[("dead_lettered", "invalid_payload")] += 1
+
+
 def outcomes(metrics: Metrics) -> Counter[tuple[str, str]]:
-    return Counter(
-        {
-            (s.labels["outcome"], s.labels["reason"]): int(s.value)
-            for family in metrics.events.collect()
-            for s in family.samples
-            if s.name.endswith("_total") and s.value > 0
-        }
-    )
+    """Terminal outcomes by (outcome, reason), both lanes added up."""
+    counts: Counter[tuple[str, str]] = Counter()
+    for family in metrics.events.collect():
+        for s in family.samples:
+            if s.name.endswith("_total") and s.value > 0:
+                counts[(s.labels["outcome"], s.labels["reason"])] += int(s.value)
+    return counts
 
 
 async def _done(metrics: Metrics, expected: Counter[tuple[str, str]]) -> bool:
@@ -241,6 +259,16 @@ async def assert_every_panel_has_data(prometheus: Prometheus) -> None:
     assert not missing, "dashboard queries without data:\n" + "\n".join(missing)
 
 
+async def assert_both_lanes_and_regions(prometheus: Prometheus) -> None:
+    """The lane and Region panels have something to split: both lanes, both Regions."""
+    lanes = await prometheus.query("sum by (lane) (signout_events_total) > 0")
+    assert {s["metric"]["lane"] for s in lanes} == LANES
+    calls = await prometheus.query(
+        'sum by (region) (signout_cognito_requests_total{result="ok"}) > 0'
+    )
+    assert {s["metric"]["region"] for s in calls} == {"us-east-1", OTHER_REGION}
+
+
 async def assert_every_rule_evaluates(prometheus: Prometheus) -> None:
     expected = {rule["alert"] for rule in alert_rules()}
 
@@ -271,8 +299,17 @@ async def assert_the_alerts_reacted(prometheus: Prometheus, batch: Batch) -> Non
         what="the throttling alert pending",
     )
     assert pending[0]["metric"]["namespace"] == NAMESPACE
+    undecodable = await eventually(
+        lambda: alerts(prometheus, "SignoutUndecodableRecords", "firing"),
+        within=10,
+        what="the undecodable-record alert firing",
+    )
+    assert [(a["metric"]["namespace"], a["metric"]["severity"]) for a in undecodable] == [
+        (NAMESPACE, "warning")
+    ]
     quiet = "SignoutWorkerDown|SignoutWorkerMetricsAbsent|SignoutBacklogStalled|" + (
-        "SignoutCommitsStalled|SignoutCognitoUnavailable"
+        "SignoutCommitsStalled|SignoutCognitoUnavailable|SignoutUrgentLatencyHigh|"
+        "SignoutRateBudgetSaturated"
     )
     assert await prometheus.query(f'ALERTS{{alertname=~"{quiet}"}}') == []
 
@@ -318,10 +355,17 @@ async def test_dashboard_and_alerts_work_on_a_real_prometheus(
     tmp_path: Path,
 ) -> None:
     names.topic = await make_topic("observed", partitions=2)
+    urgent = await make_topic("observed-urgent", partitions=1)
     metrics = Metrics()
     async with StubProcess({"unknown_users": UNKNOWN, "latency": 2}) as stub:
         batch = await mixed_batch(stub.endpoint_url)
-        settings = settings_for(kafka_bootstrap, stub.endpoint_url, names, rate={"per_second": 200})
+        settings = settings_for(
+            kafka_bootstrap,
+            stub.endpoint_url,
+            names,
+            rate={"per_second": 200},
+            kafka={"urgent_topic": urgent},
+        )
         async with running_worker(settings, metrics) as worker:
             assert worker.http_port is not None
             await eventually(
@@ -332,6 +376,7 @@ async def test_dashboard_and_alerts_work_on_a_real_prometheus(
                 await eventually(lambda: prometheus.query(scraped), within=20, what="a scrape")
 
                 await publish(kafka_bootstrap, names.topic, batch.records)
+                await urgent_and_undecodable(batch, kafka_bootstrap, urgent, names.topic)
                 await eventually(lambda: _done(metrics, batch.expected), within=30, what="batch")
                 await throttle_once(stub, metrics, batch, kafka_bootstrap, names.topic)
                 await eventually(lambda: _done(metrics, batch.expected), within=30, what="retry")
@@ -342,6 +387,7 @@ async def test_dashboard_and_alerts_work_on_a_real_prometheus(
                     (s["metric"]["outcome"], s["metric"]["reason"]): int(float(s["value"][1]))
                     for s in seen
                 } == dict(batch.expected)
+                await assert_both_lanes_and_regions(prometheus)
                 await assert_every_rule_evaluates(prometheus)
                 await assert_every_panel_has_data(prometheus)
                 await assert_the_alerts_reacted(prometheus, batch)

@@ -127,6 +127,51 @@ def test_the_dashboard_has_a_datasource_and_namespace_and_pod_variables() -> Non
         assert variable["includeAll"]
         assert variable["allValue"] == ".*"
     assert 'namespace=~"$namespace"' in variables["pod"]["definition"]
+    region = variables["region"]
+    assert region["type"] == "query"
+    assert region["definition"].startswith("label_values(signout_cognito_requests_total{")
+    assert region["definition"].endswith(", region)")
+    assert (region["includeAll"], region["allValue"], region["multi"]) == (True, ".*", True)
+
+
+def test_the_region_panels_follow_the_region_variable() -> None:
+    """Every query of a Region-labelled metric is filtered by, and split by, the Region."""
+    regional = {
+        "signout_cognito_requests_total",
+        "signout_cognito_request_duration_seconds_bucket",
+        "signout_rate_limit_per_second",
+        "signout_rate_limiter_wait_seconds_bucket",
+        "signout_rate_limiter_wait_seconds_sum",
+        "signout_rate_limiter_wait_seconds_count",
+    }
+    for expr in dashboard_exprs():
+        if "Region" not in expr.where:
+            continue
+        assert signout_names(expr.text) <= regional, expr.where
+        assert "region" in grouping_labels(expr.text), expr.where
+        for body in re.findall(r"signout_\w+\s*\{([^}]*)\}", expr.text):
+            assert 'region=~"$region"' in body, f"{expr.where}: {body!r}"
+    titles = {p["title"] for p in panels()}
+    assert {
+        "Cognito calls by Region and result",
+        "Budget vs actual by Region",
+        "Cognito latency by Region",
+        "Rate-limiter wait by Region",
+    } <= titles
+
+
+def test_the_lane_panels_split_by_lane() -> None:
+    lane_exprs = [e for e in dashboard_exprs() if "by lane" in e.where]
+    assert {e.where.split("'")[1] for e in lane_exprs} == {
+        "Throughput by lane",
+        "Event latency by lane (record timestamp to outcome)",
+    }
+    for expr in lane_exprs:
+        assert "lane" in grouping_labels(expr.text), expr.where
+    quantiles = {
+        e.text.split(",")[0] for e in lane_exprs if e.text.startswith("histogram_quantile")
+    }
+    assert quantiles == {"histogram_quantile(0.5", "histogram_quantile(0.99"}
 
 
 def test_every_panel_uses_the_datasource_variable_and_has_a_unique_id() -> None:

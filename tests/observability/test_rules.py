@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 from collections import defaultdict
 from pathlib import Path
@@ -10,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.observability.promql import RULE_TESTS, RULES, alert_rules
+from tests.observability.promql import RULE_TESTS, RULES, alert_rules, panels
 
 SEVERITIES = {"critical", "warning", "info"}
 
@@ -65,3 +66,24 @@ def test_every_alert_is_unit_tested_both_firing_and_silent() -> None:
         assert cases[rule["alert"]] == {True, False}, (
             f"{rule['alert']}: needs a test case where it fires and one where it does not"
         )
+
+
+def test_every_panel_a_runbook_names_is_on_the_dashboard() -> None:
+    """A renamed panel must not leave on-call looking for a title that is gone."""
+    titles = [panel["title"] for panel in panels()]
+    named = {
+        name
+        for rule in alert_rules()
+        for name in re.findall(r'"([A-Z][\w -]+)" panels?', rule["annotations"]["description"])
+    }
+    named |= {
+        name
+        for rule in alert_rules()
+        for group in re.findall(
+            r'the ((?:"[^"]+",? (?:and )?)+)panels', rule["annotations"]["description"]
+        )
+        for name in re.findall(r'"([^"]+)"', group)
+    }
+    assert len(named) >= 10, named  # the patterns above really find the names
+    missing = {name for name in named if not any(t.startswith(name) for t in titles)}
+    assert not missing, f"runbooks name panels the dashboard does not have: {sorted(missing)}"
