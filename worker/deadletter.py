@@ -47,7 +47,7 @@ REPLAYABLE = frozenset({Reason.RETRIES_EXHAUSTED, Reason.INTERNAL_ERROR})
 # The broker (or the client, against max_request_size) will never take this record as it is.
 # A write neither acknowledged nor refused this long is given up and written again (aiokafka's
 # own request timeout is 40 s); nothing waits on the broker without a bound.
-DELIVERY_TIMEOUT_SECONDS = 60.0
+DELIVERY_TIMEOUT_SECONDS = 45.0
 # A key above this may itself be why a dead letter is too large: the last attempt drops it.
 BIG_KEY_BYTES = 1024
 TOO_LARGE = (MessageSizeTooLargeError, RecordListTooLargeError, RecordTooLargeError)

@@ -232,7 +232,7 @@ def batch(prefix: str, count: int, bad_every: int) -> tuple[list[tuple[bytes, by
     return records, bad
 
 
-@pytest.mark.timeout(150)
+@pytest.mark.timeout(240)
 async def test_an_unwritable_dlq_makes_the_worker_unready_then_it_resumes_by_itself(
     rig: Rig, http: aiohttp.ClientSession
 ) -> None:
@@ -258,7 +258,7 @@ async def test_an_unwritable_dlq_makes_the_worker_unready_then_it_resumes_by_its
 
         await set_dlq_max_bytes(rig.bootstrap, rig.names.dlq, DEFAULT_MAX_MESSAGE_BYTES)
         every = {k.decode() for k, _ in first + second}
-        results = await rig.wait_for_results(every, within=90)
+        results = await rig.wait_for_results(every, within=150)
         await until_status(http, port, "/readyz", 200, within=30)
         assert worker.proc.poll() is None  # resumed by itself: no restart
     print(f"DLQ broken: {errors:.0f} write errors counted, commit stall {stalled:.1f}s at the time")
