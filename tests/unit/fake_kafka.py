@@ -31,7 +31,7 @@ class FakeSource:
     def produce(self, partition: int, count: int) -> None:
         tp = self.partitions[partition]
         start = len(self.logs[tp])
-        self.logs[tp].extend(record(partition, o, self.topic) for o in range(start, start + count))
+        self.logs[tp].extend(record(tp.partition, o, tp.topic) for o in range(start, start + count))
 
     def assignment(self) -> frozenset[TopicPartition]:
         return frozenset(self.assigned)
