@@ -1,8 +1,10 @@
 """Moto's Cognito emulator in server mode, and user pools seeded with real access tokens.
 
-The emulator runs in its own process on a free loopback port. A pool is seeded with confirmed
-users and real access tokens through the same aiobotocore client as the worker. Everything
-started here is stopped by `stop()`.
+The emulator runs in its own process on a free loopback port, answering as one Region: an unsigned
+GlobalSignOut carries no Region and moto looks it up in its default Region, so several Regions
+need one process each (as a regional Cognito endpoint knows its Region from its host). A pool is
+seeded with confirmed users and real access tokens through the same aiobotocore client as the
+worker. Everything started here is stopped by `stop()`.
 """
 
 from __future__ import annotations
@@ -21,17 +23,25 @@ from aiobotocore.session import get_session
 
 from devstack.ports import free_port
 
-REGION = "us-east-1"  # moto looks up unsigned GlobalSignOut calls in us-east-1
+REGION = "us-east-1"  # moto's own default Region for unsigned calls
 PASSWORD = "Demo-Passw0rd!"  # noqa: S105 - throwaway users in a local emulator
+# moto.server with its default Region (for unsigned calls) set to argv[1].
+_LAUNCH = (
+    "import sys; from moto.core.responses import BaseResponse;"
+    "BaseResponse.default_region = sys.argv[1];"
+    "from moto.server import main; main(sys.argv[2:])"
+)
 
 
 class MotoServer:
-    """moto's Cognito emulator in server mode, in its own process on a free port."""
+    """moto's Cognito emulator in server mode, answering as `region`, in its own process."""
 
-    def __init__(self, log_path: Path | None = None) -> None:
+    def __init__(self, log_path: Path | None = None, region: str = REGION) -> None:
+        self.region = region
         self.port = free_port()
         self.endpoint_url = f"http://127.0.0.1:{self.port}"
-        command = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)]
+        args = [region, "-H", "127.0.0.1", "-p", str(self.port)]
+        command = [sys.executable, "-c", _LAUNCH, *args]
         with open(log_path or os.devnull, "ab") as out:
             self._proc = subprocess.Popen(command, stdout=out, stderr=out, start_new_session=True)
         self._wait_ready()
@@ -71,20 +81,24 @@ class Pool:
     pool_id: str
     client_id: str
     users: list[User]
+    region: str = REGION
 
 
-def client_kwargs(endpoint_url: str) -> dict[str, Any]:
+def client_kwargs(endpoint_url: str, region: str = REGION) -> dict[str, Any]:
     return {
-        "region_name": REGION,
+        "region_name": region,
         "endpoint_url": endpoint_url,
         "aws_access_key_id": os.environ.get("AWS_ACCESS_KEY_ID", "testing"),
         "aws_secret_access_key": os.environ.get("AWS_SECRET_ACCESS_KEY", "testing"),
     }
 
 
-async def seed_pool(endpoint_url: str, users: int, prefix: str = "user") -> Pool:
-    """Create a pool and `users` confirmed users, each with a real access token."""
-    async with get_session().create_client("cognito-idp", **client_kwargs(endpoint_url)) as idp:
+async def seed_pool(
+    endpoint_url: str, users: int, prefix: str = "user", region: str = REGION
+) -> Pool:
+    """Create a pool in `region` and `users` confirmed users, each with a real access token."""
+    kwargs = client_kwargs(endpoint_url, region)
+    async with get_session().create_client("cognito-idp", **kwargs) as idp:
         pool_id = (await idp.create_user_pool(PoolName=f"{prefix}-pool"))["UserPool"]["Id"]
         client = await idp.create_user_pool_client(
             UserPoolId=pool_id,
@@ -94,7 +108,17 @@ async def seed_pool(endpoint_url: str, users: int, prefix: str = "user") -> Pool
         client_id = client["UserPoolClient"]["ClientId"]
         names = [f"{prefix}-{i:04d}" for i in range(users)]
         created = await asyncio.gather(*(_user(idp, pool_id, client_id, n) for n in names))
-        return Pool(endpoint_url, pool_id, client_id, list(created))
+        return Pool(endpoint_url, pool_id, client_id, list(created), region)
+
+
+async def add_users(pool: Pool, names: list[str]) -> None:
+    """Users without a password or token: enough for admin sign-outs, and quick to create."""
+    kwargs = client_kwargs(pool.endpoint_url, pool.region)
+    async with get_session().create_client("cognito-idp", **kwargs) as idp:
+        for name in names:
+            await idp.admin_create_user(
+                UserPoolId=pool.pool_id, Username=name, MessageAction="SUPPRESS"
+            )
 
 
 async def _user(idp: Any, pool_id: str, client_id: str, username: str) -> User:

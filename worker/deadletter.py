@@ -148,6 +148,7 @@ def result_record(record: Record, result: Result, *, topic: str, now: datetime) 
         if request and request.requested_at
         else None,
         "completed_at": _rfc3339(now),
+        "lane": str(result.lane),
     }
     value = utf8(json.dumps(document, separators=(",", ":")))
     return Outgoing(topic, record.key, value, ())

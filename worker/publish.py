@@ -1,7 +1,8 @@
 """`publish`: validated sign-out requests onto the source topic, from flags or JSON lines.
 
 Every request is validated against the schema before sending and keyed by the user, so one
-user's requests stay on one partition.
+user's requests stay on one partition. `--urgent` sends them to the urgent lane instead
+(`SIGNOUT_KAFKA__URGENT_TOPIC`, same schema), where they overtake any bulk backlog.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from pydantic import ValidationError
 from worker.connection import client_options
 from worker.errors import PermanentError
 from worker.events import SignOutRequest, claims
-from worker.settings import KafkaSettings, load_settings
+from worker.settings import KafkaSettings, SettingsError, load_settings
 
 
 def add_commands(commands: Any) -> None:
@@ -32,6 +33,11 @@ def add_commands(commands: Any) -> None:
     publish.add_argument("--source", default="signout-worker-cli")
     publish.add_argument(
         "--stdin", action="store_true", help="read JSON lines (one request each) from stdin"
+    )
+    publish.add_argument(
+        "--urgent",
+        action="store_true",
+        help="publish to the urgent lane (SIGNOUT_KAFKA__URGENT_TOPIC): overtakes bulk work",
     )
     publish.set_defaults(func=_publish)
 
@@ -76,20 +82,34 @@ def _from_flags(args: argparse.Namespace) -> SignOutRequest:
     return SignOutRequest.model_validate({k: v for k, v in document.items() if v is not None})
 
 
+def destination(kafka: KafkaSettings, *, urgent: bool) -> str:
+    """The topic to publish to: the urgent lane only when it is configured."""
+    if not urgent:
+        return kafka.topic
+    if kafka.urgent_topic is None:
+        raise SettingsError("--urgent needs SIGNOUT_KAFKA__URGENT_TOPIC (the urgent lane's topic)")
+    return kafka.urgent_topic
+
+
 def _publish(args: argparse.Namespace) -> int:
     kafka = load_settings().kafka
+    topic = destination(kafka, urgent=args.urgent)  # before reading stdin: fail fast
     requests = list(parse_lines(sys.stdin)) if args.stdin else [_from_flags(args)]
-    asyncio.run(publish_requests(kafka, requests))
+    asyncio.run(publish_requests(kafka, requests, topic=topic))
     for request in requests:
         print(request.event_id)
     return 0
 
 
-async def publish_requests(kafka: KafkaSettings, requests: Iterable[SignOutRequest]) -> None:
+async def publish_requests(
+    kafka: KafkaSettings, requests: Iterable[SignOutRequest], *, topic: str | None = None
+) -> None:
+    """Publish `requests` to `topic` (default: the requests topic), all acknowledged on return."""
     producer = AIOKafkaProducer(**client_options(kafka), acks="all", enable_idempotence=True)
     await producer.start()
     try:
-        sends = [await producer.send(kafka.topic, to_value(r), key=user_key(r)) for r in requests]
+        to = topic or kafka.topic
+        sends = [await producer.send(to, to_value(r), key=user_key(r)) for r in requests]
         await asyncio.gather(*sends)
     finally:
         await producer.stop()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -9,7 +10,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from tests.integration.conftest import Names, read_all
 from worker.events import json_schema
 
 SCHEMA_FILE = Path(__file__).resolve().parents[2] / "schema" / "signout-request.v1.json"
@@ -84,6 +87,66 @@ def test_publish_rejects_an_invalid_request_without_sending() -> None:
     )
     assert ran.returncode != 0
     assert "line 1: not a valid request" in ran.stderr
+
+
+def test_publish_urgent_without_an_urgent_topic_is_one_line_and_exit_2() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SIGNOUT_")}
+    ran = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "worker",
+            "publish",
+            "--urgent",
+            "--user-pool-id",
+            "p",
+            "--username",
+            "u",
+        ],
+        env={**env, "SIGNOUT_KAFKA__BOOTSTRAP_SERVERS": "127.0.0.1:9"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert ran.returncode == 2
+    lines = ran.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith("signout-worker: ")
+    assert "SIGNOUT_KAFKA__URGENT_TOPIC" in lines[0]
+    assert ran.stdout == ""  # nothing was published
+
+
+async def _create(bootstrap: str, *topics: str) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(name, 1, 1) for name in topics])
+    finally:
+        await admin.close()
+
+
+async def test_publish_urgent_sends_to_the_urgent_topic_and_plain_publish_to_the_requests_topic(
+    kafka_bootstrap: str, names: Names
+) -> None:
+    urgent_topic = names.topic + ".urgent"
+    await _create(kafka_bootstrap, urgent_topic)
+    env = {
+        "SIGNOUT_KAFKA__BOOTSTRAP_SERVERS": kafka_bootstrap,
+        "SIGNOUT_KAFKA__TOPIC": names.topic,
+        "SIGNOUT_KAFKA__URGENT_TOPIC": urgent_topic,
+    }
+    urgent = '{"event_id": "u-1", "user_pool_id": "us-east-1_x", "username": "mallory"}\n'
+    ran = await asyncio.to_thread(cli, "publish", "--urgent", "--stdin", env=env, stdin=urgent)
+    assert (ran.returncode, ran.stdout.strip()) == (0, "u-1"), ran.stderr
+    flags = ("--event-id", "b-1", "--user-pool-id", "us-east-1_x", "--username", "bob")
+    ran = await asyncio.to_thread(cli, "publish", *flags, env=env)
+    assert (ran.returncode, ran.stdout.strip()) == (0, "b-1"), ran.stderr
+
+    on_urgent = await read_all(kafka_bootstrap, urgent_topic)
+    on_requests = await read_all(kafka_bootstrap, names.topic)
+    assert [(r.key, json.loads(r.value)["event_id"]) for r in on_urgent] == [(b"mallory", "u-1")]
+    assert [(r.key, json.loads(r.value)["event_id"]) for r in on_requests] == [(b"bob", "b-1")]
 
 
 def test_version_is_printed_by_both_entry_points() -> None:

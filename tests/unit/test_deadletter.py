@@ -15,7 +15,7 @@ from worker import __version__
 from worker.deadletter import Outgoing, dead_letter_record, result_record
 from worker.errors import LOCAL_CODE, Outcome, PermanentError, Reason, classify
 from worker.events import AdminTarget, SignOutRequest, TokenTarget, decode
-from worker.records import Record, Result
+from worker.records import Lane, Record, Result
 from worker.redaction import fingerprint
 
 TOKEN = make_jwt(exp=1_700_003_600)
@@ -242,6 +242,7 @@ RESULT_FIELDS = {
     "target",
     "requested_at",
     "completed_at",
+    "lane",
 }
 
 
@@ -277,6 +278,7 @@ def test_result_of_a_token_sign_out_has_the_fingerprint_never_the_token() -> Non
         "target": {"kind": "access_token", "fingerprint": fingerprint(TOKEN)},
         "requested_at": "2024-05-01T12:00:00.000Z",
         "completed_at": "2024-05-01T12:30:15.123Z",
+        "lane": "bulk",
     }
 
 
@@ -305,6 +307,21 @@ def test_result_of_an_invalid_payload_has_no_event_id_or_target() -> None:
     assert document["target"] is None
     assert document["error_code"] == LOCAL_CODE
     assert document["reason"] == "invalid_payload"
+
+
+def test_result_of_an_urgent_request_says_its_lane() -> None:
+    value = _token_value()
+    result = Result(
+        Outcome.SIGNED_OUT,
+        Reason.GLOBAL_SIGN_OUT,
+        1,
+        request=decode(value),
+        target=TokenTarget(SecretStr(TOKEN)),
+        lane=Lane.URGENT,
+    )
+    document = _result_document(result_record(_record(value), result, topic="r", now=NOW))
+    assert document["lane"] == "urgent"
+    assert document["outcome"] == "signed_out"
 
 
 def test_a_record_with_neither_key_nor_value_gets_an_empty_value_the_client_accepts() -> None:
