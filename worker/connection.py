@@ -10,6 +10,7 @@ import asyncio
 import os
 from typing import Any
 
+from aiokafka import AIOKafkaProducer
 from aiokafka.abc import AbstractTokenProvider
 from aiokafka.helpers import create_ssl_context
 from aws_msk_iam_sasl_signer import MSKAuthTokenProvider
@@ -26,6 +27,16 @@ class MskIamTokens(AbstractTokenProvider):  # type: ignore[misc]
             MSKAuthTokenProvider.generate_auth_token, self._region
         )
         return str(token)
+
+
+def producer_options() -> dict[str, Any]:
+    """Every producer of the worker (dead letters, results, publish, replay): each write is
+    acknowledged by all in-sync replicas, once (idempotent), batched for at most 5 ms."""
+    return {"acks": "all", "enable_idempotence": True, "linger_ms": 5}
+
+
+def producer(kafka: KafkaSettings) -> AIOKafkaProducer:
+    return AIOKafkaProducer(**client_options(kafka), **producer_options())
 
 
 def client_options(kafka: KafkaSettings) -> dict[str, Any]:

@@ -21,7 +21,6 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from aiokafka import AIOKafkaProducer
 from aiokafka.errors import (
     KafkaTimeoutError,
     MessageSizeTooLargeError,
@@ -30,7 +29,7 @@ from aiokafka.errors import (
 )
 
 from worker import __version__
-from worker.connection import client_options
+from worker.connection import producer
 from worker.errors import INTERNAL_CODE, LOCAL_CODE, Reason
 from worker.events import AdminTarget, TokenTarget
 from worker.metrics import Metrics, dlq_write_error
@@ -196,17 +195,12 @@ class Producer(Protocol):
 ProducerFactory = Callable[[], Producer]
 
 
-def producer_options() -> dict[str, Any]:
-    """The DLQ producer's delivery options: every write acknowledged by all in-sync replicas."""
-    return {"acks": "all", "enable_idempotence": True, "linger_ms": 5}
-
-
 def kafka_producers(kafka: KafkaSettings) -> ProducerFactory:
     """A factory of DLQ producers for the configured cluster."""
 
     def make() -> Producer:
-        producer: Producer = AIOKafkaProducer(**client_options(kafka), **producer_options())
-        return producer
+        made: Producer = producer(kafka)
+        return made
 
     return make
 

@@ -15,10 +15,9 @@ import uuid
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from aiokafka import AIOKafkaProducer
 from pydantic import ValidationError
 
-from worker.connection import client_options
+from worker.connection import producer as reliable_producer
 from worker.errors import PermanentError
 from worker.events import SignOutRequest, claims
 from worker.settings import KafkaSettings, SettingsError, load_settings
@@ -105,7 +104,7 @@ async def publish_requests(
     kafka: KafkaSettings, requests: Iterable[SignOutRequest], *, topic: str | None = None
 ) -> None:
     """Publish `requests` to `topic` (default: the requests topic), all acknowledged on return."""
-    producer = AIOKafkaProducer(**client_options(kafka), acks="all", enable_idempotence=True)
+    producer = reliable_producer(kafka)
     await producer.start()
     try:
         to = topic or kafka.topic

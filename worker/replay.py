@@ -17,10 +17,11 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import OffsetAndMetadata
 
 from worker.connection import client_options
+from worker.connection import producer as reliable_producer
 from worker.deadletter import carried_headers
 from worker.errors import Reason
 from worker.records import header
@@ -90,7 +91,7 @@ async def replay(kafka: KafkaSettings, reasons: set[str], *, dry_run: bool) -> R
         enable_auto_commit=False,
         auto_offset_reset="earliest",
     )
-    producer = AIOKafkaProducer(**client_options(kafka), acks="all", enable_idempotence=True)
+    producer = reliable_producer(kafka)
     await consumer.start()
     await producer.start()
     try:

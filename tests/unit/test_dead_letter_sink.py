@@ -23,7 +23,8 @@ from aiokafka.errors import (
 
 from tests.unit.fakes import FakeBroker, FakeDeadLetterHealth, FakeSink, make_jwt
 from tests.unit.test_handler import harness, token_request
-from worker.deadletter import VALUE_DROPPED, KafkaDeadLetters, producer_options
+from worker.connection import producer_options
+from worker.deadletter import VALUE_DROPPED, KafkaDeadLetters
 from worker.errors import LOCAL_CODE, Outcome, PermanentError, Reason
 from worker.handler import Handler
 from worker.metrics import Metrics, dlq_write_error
