@@ -14,10 +14,12 @@ SIGNOUT_COGNITO__ADMIN_ROLES names for the pool. Error messages are scrubbed bef
 from __future__ import annotations
 
 import asyncio
+import platform
 import time
 from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING, Any
 
+import aiobotocore
 import aiohttp
 from aiobotocore.config import AioConfig
 from aiobotocore.session import AioSession, get_session
@@ -29,6 +31,7 @@ from botocore.exceptions import (
     ProxyConnectionError,
 )
 
+from worker import __version__
 from worker.errors import RetryableError, SignOutError, UnreachableError, classify
 from worker.events import AdminTarget, Target, TokenTarget
 from worker.metrics import OPERATIONS, Metrics
@@ -42,6 +45,12 @@ if TYPE_CHECKING:
 
 GLOBAL, ADMIN = OPERATIONS
 REGION_PLACEHOLDER = "{region}"
+# Fixed for the process: botocore then sends it as it is (and appends "botocore/<version>") instead
+# of rebuilding its own from a dozen components on every call (a sixth of the worker's CPU).
+USER_AGENT = (
+    f"signout-worker/{__version__} aiobotocore/{aiobotocore.__version__}"
+    f" Python/{platform.python_version()}"
+)
 _TRANSPORT_ERRORS = (BotoCoreError, aiohttp.ClientError, OSError, TimeoutError)
 # No connection was made, so the request was never seen: an outage, not this request's problem.
 _UNREACHABLE = (
@@ -93,6 +102,7 @@ class CognitoSigner:
             connect_timeout=settings.timeout_seconds,
             read_timeout=settings.timeout_seconds,
             max_pool_connections=max(max_connections, 10),
+            user_agent=USER_AGENT,
         )
         self._stack = AsyncExitStack()
         self._clients: dict[ClientKey, CognitoIdentityProviderClient] = {}
