@@ -134,7 +134,9 @@ class CognitoSigner:
         started = time.perf_counter()
         result: str | None = None  # stays None when cancelled: not a Cognito result
         try:
-            await asyncio.wait_for(self._call(target, route), self._settings.timeout_seconds + 1)
+            # asyncio.timeout, not wait_for: no extra task per call (3.11's wait_for makes one).
+            async with asyncio.timeout(self._settings.timeout_seconds + 1):
+                await self._call(target, route)
             result = "ok"
         except SignOutError as exc:
             result = exc.code
