@@ -146,11 +146,9 @@ class CognitoSigner:
             raise RetryableError(result, "no answer within the call timeout") from None
         finally:
             if result is not None:
-                labels = {"operation": op, "region": route.region}
-                self._metrics.cognito_requests.labels(result=result, **labels).inc()
-                self._metrics.cognito_duration.labels(**labels).observe(
-                    time.perf_counter() - started
-                )
+                metrics, region = self._metrics, route.region
+                metrics.cognito_requests_of(op, result, region).inc()
+                metrics.cognito_duration_of(op, region).observe(time.perf_counter() - started)
 
     async def _call(self, target: Target, route: Route) -> None:
         secrets = (target.token.get_secret_value(),) if isinstance(target, TokenTarget) else ()
