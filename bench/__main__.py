@@ -2,6 +2,7 @@
 
     .venv/bin/python -m bench            # defaults: about six minutes
     BENCH_FULL=1 .venv/bin/python -m bench   # the 1,000,000-record, five-minute drain
+    .venv/bin/python -m bench throughput     # only the no-budget comparison (about a minute)
 
 BENCH_BACKLOG, BENCH_DRAIN_SECONDS and BENCH_RAW_REQUESTS override single parameters.
 """
@@ -29,10 +30,12 @@ T = TypeVar("T")
 PLOT = Path(__file__).resolve().parent / "rate.png"
 
 
-async def run_all(params: Params, bootstrap: str, logs: Path) -> list[Figure]:
+async def run_all(params: Params, bootstrap: str, logs: Path, only: str | None) -> list[Figure]:
     config = {"seed": 11, "latency": STUB_LATENCY, "max_calls": 400_000}
     async with StubProcess(config) as stub:
         bench = Bench(params, bootstrap, stub, logs)
+        if only == "throughput":  # the one figure worth iterating on alone; no plot redrawn
+            return await _timed("raw efficiency", raw_efficiency(bench))
         figures: list[Figure] = []
         for name, scenario in (
             ("short backlog", short_backlog),
@@ -55,18 +58,24 @@ async def _timed(name: str, work: Awaitable[T]) -> T:
 
 
 def main() -> int:
+    only = sys.argv[1] if len(sys.argv) > 1 else None
+    if only not in (None, "throughput"):
+        print(f"usage: python -m bench [throughput]  (not {only!r})", file=sys.stderr)
+        return 2
     params = Params.from_env()
     started = time.monotonic()
     print(f"[bench] {params}", flush=True)
     with tempfile.TemporaryDirectory(prefix="signout-bench-") as logs:
         with running_broker() as bootstrap:
-            figures = asyncio.run(run_all(params, bootstrap, Path(logs)))
+            figures = asyncio.run(run_all(params, bootstrap, Path(logs), only))
     print()
     print(table(figures))
     print()
     print("raw numbers:")
     print(raw_numbers(figures))
-    print(f"\nplot: {PLOT.relative_to(Path.cwd()) if PLOT.is_relative_to(Path.cwd()) else PLOT}")
+    if only is None:
+        plot = PLOT.relative_to(Path.cwd()) if PLOT.is_relative_to(Path.cwd()) else PLOT
+        print(f"\nplot: {plot}")
     print(f"total: {time.monotonic() - started:.0f} s")
     return 0 if all(f.passed is not False for f in figures) else 1
 

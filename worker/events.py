@@ -14,7 +14,7 @@ import binascii
 import json
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Self
 
@@ -29,7 +29,7 @@ from pydantic import (
 )
 
 from worker.errors import LOCAL_CODE, PermanentError, Reason
-from worker.redaction import fingerprint
+from worker.redaction import Fingerprint, fingerprint
 
 SCHEMA_VERSION = 1
 CLOCK_SKEW_SECONDS = 30.0
@@ -141,10 +141,11 @@ class TokenTarget:
     """GlobalSignOut by access token. repr shows only the fingerprint."""
 
     token: SecretStr
+    # Hashed once: dedup, the outcome line and the dead letter each name the target.
+    fingerprint: Fingerprint = field(init=False, repr=False, compare=False)
 
-    @property
-    def fingerprint(self) -> str:
-        return fingerprint(self.token.get_secret_value())
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "fingerprint", fingerprint(self.token.get_secret_value()))
 
     @property
     def key(self) -> str:

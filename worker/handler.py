@@ -164,11 +164,10 @@ class Handler:
     def _account(self, record: Record, result: Result, seconds: float) -> None:
         """Metrics and the outcome line: a failure here must not undo a terminal outcome."""
         try:
-            labels = {"outcome": result.outcome, "reason": result.reason, "lane": result.lane}
-            self._metrics.events.labels(**labels).inc()
+            self._metrics.events_of(result.outcome, result.reason, result.lane).inc()
             if record.timestamp_ms >= 0:
                 age = self._now() - record.timestamp_ms / 1000
-                self._metrics.event_latency.labels(lane=result.lane).observe(max(0.0, age))
+                self._metrics.event_latency_of(result.lane).observe(max(0.0, age))
             _log_outcome(record, result, seconds)
         except Exception as exc:
             log.error("outcome accounting failed", extra={"error": type(exc).__name__})
@@ -250,7 +249,7 @@ class Handler:
         while attempts.counted < self._retry.max_attempts:
             with self._parking.parked():
                 waited = await limiter.acquire(attempts.urgent)
-            self._metrics.limiter_wait.labels(region=route.region).observe(waited)
+            self._metrics.limiter_wait_of(route.region).observe(waited)
             attempts.made += 1
             try:
                 await self._signer.sign_out(target, route)
@@ -328,8 +327,8 @@ def _log_outcome(record: Record, result: Result, seconds: float) -> None:
         "event_id": result.request.event_id if result.request else None,
         "partition": record.partition,
         "offset": record.offset,
-        "outcome": str(result.outcome),
-        "reason": str(result.reason),
+        "outcome": result.outcome,
+        "reason": result.reason,
         "attempts": result.attempts,
         "latency_seconds": round(seconds, 4),
         "trace_id": trace_id(record.header("traceparent")),

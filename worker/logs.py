@@ -1,7 +1,9 @@
 """Logging: JSON lines (or a console format for humans), with a last line of defence for secrets.
 
-Call sites pass structured fields through `extra=`; every field and message is run through
-`redaction.scrub` so that nothing JWT-shaped can reach the output even by mistake.
+Call sites pass structured fields through `extra=`; every message and every text field is run
+through `redaction.scrub` so that nothing JWT-shaped can reach the output even by mistake. Only
+values safe by construction skip it: numbers, members of the bounded vocabularies (`StrEnum`) and
+token fingerprints (`redaction.Fingerprint`). Free text, whatever its field, is always scrubbed.
 
 DEBUG is the worker's own detail. The client libraries' wire logging (aiokafka's protocol lines
 carry the SASL PLAIN password and every produced value; botocore's carry bearer tokens) stays at
@@ -14,10 +16,12 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from datetime import UTC, datetime
+import time
+from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
-from worker.redaction import scrub
+from worker.redaction import Fingerprint, scrub
 from worker.repeats import RepeatFilter
 
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
@@ -29,20 +33,49 @@ def _fields(record: logging.LogRecord) -> dict[str, Any]:
     }
 
 
+# Types whose values cannot hold a token; `type(v) in` is exact: a str subclass is not let through.
+_PLAIN = frozenset({int, float, bool, type(None)})
+# One encoder for every line (json.dumps with options builds a new one on each call).
+_ENCODE = json.JSONEncoder(ensure_ascii=False).encode
+
+
 def _safe(value: Any) -> Any:
+    if type(value) in _PLAIN:
+        return value
+    if isinstance(value, StrEnum | Fingerprint):  # bounded vocabulary, or a sha256 prefix
+        return str.__str__(value)
     if isinstance(value, str):
         return scrub(value)
-    if isinstance(value, bool | int | float) or value is None:
+    if isinstance(value, bool | int | float):
         return value
     if isinstance(value, list | tuple):
         return [_safe(v) for v in value]
     return scrub(str(value))
 
 
+class _UtcStamps:
+    """ISO 8601 UTC to the millisecond; the part up to the second is built once per second."""
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._prefix = ""
+
+    def __call__(self, created: float) -> str:
+        second = int(created)
+        if second != self._second:
+            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+            self._second = second
+        return f"{self._prefix}.{int((created - second) * 1000):03d}+00:00"
+
+
 class JsonFormatter(logging.Formatter):
+    def __init__(self) -> None:
+        super().__init__()
+        self._stamp = _UtcStamps()
+
     def format(self, record: logging.LogRecord) -> str:
         line: dict[str, Any] = {
-            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "ts": self._stamp(record.created),
             "level": record.levelname.lower(),
             "logger": record.name,
             "msg": scrub(record.getMessage()),
@@ -51,7 +84,7 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info and record.exc_info[0] is not None:
             line["exc_type"] = record.exc_info[0].__name__
             line["exc"] = scrub(self.formatException(record.exc_info))
-        return json.dumps(line, ensure_ascii=False)
+        return _ENCODE(line)
 
 
 class ConsoleFormatter(logging.Formatter):

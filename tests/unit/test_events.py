@@ -25,7 +25,7 @@ from worker.events import (
     preflight,
     request_time,
 )
-from worker.redaction import fingerprint
+from worker.redaction import Fingerprint, fingerprint
 
 NOW = 1_700_000_000.0
 TOKEN = make_jwt(exp=int(NOW) + 3600)
@@ -164,6 +164,15 @@ def test_repr_of_a_token_target_never_contains_the_token() -> None:
     assert TOKEN not in repr(target)
     assert target.key == "token:" + fingerprint(TOKEN)
     assert TOKEN not in target.key
+
+
+def test_a_token_target_is_named_by_its_fingerprint_and_compared_by_its_token() -> None:
+    target = TokenTarget(SecretStr(TOKEN))
+    assert target.fingerprint == fingerprint(TOKEN)
+    assert isinstance(target.fingerprint, Fingerprint)  # the log scrubber may let it through
+    assert target == TokenTarget(SecretStr(TOKEN))
+    assert target != TokenTarget(SecretStr(make_jwt(exp=1)))
+    assert len({target, TokenTarget(SecretStr(TOKEN))}) == 1
 
 
 def test_admin_target_key_names_pool_and_user() -> None:

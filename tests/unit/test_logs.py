@@ -6,12 +6,15 @@ import io
 import json
 import logging
 from collections.abc import Iterator
+from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any
 
 import pytest
 
 from tests.unit.fakes import make_jwt
 from worker.logs import WIRE_LOGGERS, ConsoleFormatter, JsonFormatter, configure
+from worker.redaction import fingerprint
 from worker.settings import LogSettings, load_settings
 
 TOKEN = make_jwt(exp=1_700_003_600)
@@ -111,6 +114,67 @@ def test_a_jwt_in_an_exception_is_scrubbed(json_log: Captured) -> None:
     (line,) = json_log.lines()
     assert line["exc_type"] == "RuntimeError"
     assert "emulator said: <redacted>" in line["exc"]
+
+
+class _Kind(StrEnum):
+    ONE = "one_kind"
+
+
+class _Text(str):
+    """A str subclass that is neither vocabulary nor fingerprint: still free text."""
+
+
+def test_only_values_safe_by_construction_skip_the_scrubber(json_log: Captured) -> None:
+    fingerprint_ = fingerprint(TOKEN)
+    json_log.logger.info(
+        "outcome",
+        extra={
+            "outcome": _Kind.ONE,
+            "target": fingerprint_,
+            "event_id": TOKEN,  # free text from the publisher
+            "trace_id": _Text(TOKEN),
+            "offset": 7,
+        },
+    )
+    assert TOKEN not in json_log.text
+    (line,) = json_log.lines()
+    assert line["outcome"] == "one_kind"
+    assert line["target"] == fingerprint_
+    assert line["target"].startswith("sha256:")
+    assert line["event_id"] == "<redacted>"
+    assert line["trace_id"] == "<redacted>"
+    assert line["offset"] == 7
+
+
+def test_a_jwt_in_free_text_of_a_message_is_still_scrubbed(json_log: Captured) -> None:
+    json_log.logger.warning("Cognito said: token %s is revoked (%s)", TOKEN, _Kind.ONE)
+    (line,) = json_log.lines()
+    assert TOKEN not in json_log.text
+    assert line["msg"] == "Cognito said: token <redacted> is revoked (one_kind)"
+
+
+@pytest.mark.parametrize(
+    "created", [0.0, 1_700_000_000.0, 1_700_000_000.1234, 1_700_000_059.9999, 4_102_444_799.5]
+)
+def test_the_timestamp_is_utc_iso_8601_to_the_millisecond(created: float) -> None:
+    record = logging.LogRecord("t", logging.INFO, "f", 1, "m", None, None)
+    record.created = created
+    expected = datetime.fromtimestamp(created, UTC).isoformat(timespec="milliseconds")
+    assert json.loads(JsonFormatter().format(record))["ts"] == expected
+
+
+def test_the_timestamp_follows_the_seconds_of_one_formatter() -> None:
+    formatter = JsonFormatter()
+    stamps = []
+    for created in (1_700_000_000.5, 1_700_000_001.25, 1_700_000_000.75):
+        record = logging.LogRecord("t", logging.INFO, "f", 1, "m", None, None)
+        record.created = created
+        stamps.append(json.loads(formatter.format(record))["ts"])
+    assert stamps == [
+        "2023-11-14T22:13:20.500+00:00",
+        "2023-11-14T22:13:21.250+00:00",
+        "2023-11-14T22:13:20.750+00:00",
+    ]
 
 
 def test_console_format_is_scrubbed_too(console_log: Captured) -> None:
