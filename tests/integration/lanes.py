@@ -7,18 +7,18 @@ CLOCK_MONOTONIC); the stub records a call before sleeping its latency, so the la
 
 from __future__ import annotations
 
+import bisect
 import json
 import time
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
 from bench.measure import arrivals, percentile
-from devstack.cognito_stub import OK, Call, StubProcess, fingerprint, make_token
+from devstack.cognito_stub import OK, Call, fingerprint, make_token
 from tests.integration.conftest import WorkerProcess, env_for
 from worker.settings import Settings
 
@@ -80,9 +80,9 @@ def summary(name: str, times: dict[str, float | None]) -> str:
     if not seen:
         return f"{name}: none of {len(times)} revoked"
     return (
-        f"{name}: {len(seen)}/{len(times)} revoked, time to revoke p50 {percentile(seen, 50):.3f} s,"
-        f" p99 {percentile(seen, 99):.3f} s, max {max(seen):.3f} s"
-        + (f", {missing} not revoked" if missing else "")
+        f"{name}: {len(seen)}/{len(times)} revoked,"
+        f" time to revoke p50 {percentile(seen, 50):.3f} s, p99 {percentile(seen, 99):.3f} s,"
+        f" max {max(seen):.3f} s" + (f", {missing} not revoked" if missing else "")
     )
 
 
@@ -97,13 +97,12 @@ def start_worker(
     return WorkerProcess(variables, log)
 
 
-async def all_calls(*stubs: StubProcess) -> list[Call]:
-    return [c for stub in stubs for c in await stub.calls()]
-
-
-def first_arrival(calls: Iterable[Call]) -> float:
-    return min(c.mono for c in calls)
-
-
-def described(value: Any) -> str:
-    return f"{value:.3f}" if isinstance(value, float) else str(value)
+def busiest_at(times: Iterable[float]) -> tuple[int, float]:
+    """The most calls in any 1-s window [t, t + 1) and that window's start `t`."""
+    ordered = sorted(times)
+    best, at = 0, ordered[0] if ordered else 0.0
+    for i, start in enumerate(ordered):
+        count = bisect.bisect_left(ordered, start + 1.0, lo=i) - i
+        if count > best:
+            best, at = count, start
+    return best, at
