@@ -11,8 +11,8 @@ waits for its budget is *parked* (`parked()`), gives its slot to the next buffer
 it back when its turn comes. So a backlog waiting for one budget (one Region, say) never keeps the
 records of another budget out of the window. Parked records still count against the buffer's
 bounds (the consume loop adds them up), and a revoked partition's parked records are cancelled at
-once (redelivered to the new owner) rather than waited for. Urgent records are started before bulk ones and bulk
-records never hold the last `urgent_reserve` slots.
+once (redelivered to the new owner) rather than waited for. Urgent records are started before bulk
+ones and bulk records never hold the last `urgent_reserve` slots.
 """
 
 from __future__ import annotations
