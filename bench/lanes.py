@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from bench.figures import Figure
 from bench.measure import arrivals, busiest_window, percentile
 from bench.procs import WorkerProc
-from bench.run import Bench, wait_until
+from bench.run import Bench, at_time, first_call, wait_until
 from bench.stack import Sender, Topics, create_topic, fresh_topics, publish, region_request
 from devstack.cognito_stub import OK, Call
 
@@ -96,9 +96,9 @@ async def _drain(bench: Bench, *, lane: bool) -> Drained:
     workers = [_worker(bench, topics, 1, extra)]
     try:
         async with Sender(bench.bootstrap) as sender:
-            first = await _first_call(bench)
+            first = await first_call(bench)
             for i in range(URGENT):
-                await _at(first + URGENT_FROM + i * URGENT_EVERY)
+                await at_time(first + URGENT_FROM + i * URGENT_EVERY)
                 if len(workers) == 1 and time.monotonic() >= first + JOIN_AT:
                     workers.append(_worker(bench, topics, 2, extra))
                 token, value = region_request("us-east-1", f"urgent-{i}")
@@ -136,20 +136,6 @@ def _times(run: Drained) -> dict[str, float | None]:
         if call.result == OK:
             first.setdefault(call.target, call.mono)
     return arrivals(first, run.published)
-
-
-async def _first_call(bench: Bench, within: float = 60.0) -> float:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        calls = await bench.stub.calls()
-        if calls:
-            return min(c.mono for c in calls)
-        await asyncio.sleep(0.1)
-    raise TimeoutError(f"no call from the worker within {within:.0f} s")
-
-
-async def _at(when: float) -> None:
-    await asyncio.sleep(max(when - time.monotonic(), 0))
 
 
 async def _until_revoked(bench: Bench, published: dict[str, float], within: float) -> None:

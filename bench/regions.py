@@ -9,10 +9,9 @@ import json
 import time
 
 from bench.figures import Figure
-from bench.lanes import _at, _first_call
 from bench.measure import arrivals, between, busiest_window, percentile
 from bench.procs import WorkerProc
-from bench.run import STUB_LATENCY, Bench
+from bench.run import STUB_LATENCY, Bench, at_time, first_call
 from bench.stack import Sender, Topics, fresh_topics, region_request
 from devstack.cognito_stub import OK, Call, StubProcess
 
@@ -52,11 +51,11 @@ async def two_regions(bench: Bench) -> list[Figure]:
             )
         worker = _worker(bench, eu_stub, topics, BUDGETS)
         try:
-            start = await _first_call(bench) + 1.0  # the first second is start-up
-            await _at(start + PHASE)
+            start = await first_call(bench) + 1.0  # the first second is start-up
+            await at_time(start + PHASE)
             await eu_stub.configure(quota_per_second=EU_QUOTA)
             cut = time.monotonic()
-            await _at(cut + PHASE)
+            await at_time(cut + PHASE)
             end = time.monotonic()
         finally:
             worker.stop()

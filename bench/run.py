@@ -72,6 +72,21 @@ async def wait_until(done: Callable[[], bool], within: float, what: str) -> None
         await asyncio.sleep(0.2)
 
 
+async def first_call(bench: Bench, within: float = 60.0) -> float:
+    """When the stub saw the first call of this scenario (its monotonic clock)."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        calls = await bench.stub.calls()
+        if calls:
+            return min(c.mono for c in calls)
+        await asyncio.sleep(0.1)
+    raise TimeoutError(f"no call from the worker within {within:.0f} s")
+
+
+async def at_time(when: float) -> None:
+    await asyncio.sleep(max(when - time.monotonic(), 0))
+
+
 async def wait_assigned(*workers: WorkerProc, within: float = 60.0) -> None:
     def ready() -> bool:
         for worker in workers:
