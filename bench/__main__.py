@@ -4,7 +4,8 @@
     BENCH_FULL=1 .venv/bin/python -m bench   # the 1,000,000-record, five-minute drain
     .venv/bin/python -m bench throughput     # only the no-budget comparison (about a minute)
 
-BENCH_BACKLOG, BENCH_DRAIN_SECONDS and BENCH_RAW_REQUESTS override single parameters.
+BENCH_BACKLOG, BENCH_DRAIN_SECONDS, BENCH_RAW_REQUESTS and BENCH_URGENT_BULK (bulk records behind
+the urgent lane: 2,000, or 10,000 with BENCH_FULL) override single parameters.
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ from pathlib import Path
 from typing import TypeVar
 
 from bench.figures import Figure, raw_numbers, table
+from bench.lanes import urgent_lane, without_lane
 from bench.plot import draw
+from bench.regions import head_of_line, two_regions
 from bench.run import STUB_LATENCY, Bench, Params
 from bench.scenarios import long_drain, short_backlog, two_replicas
 from bench.shared import shared_quota
@@ -41,6 +44,10 @@ async def run_all(params: Params, bootstrap: str, logs: Path, only: str | None) 
             ("short backlog", short_backlog),
             ("two replicas", two_replicas),
             ("raw efficiency", raw_efficiency),
+            ("two Regions", two_regions),
+            ("head-of-line", head_of_line),
+            ("urgent lane", urgent_lane),
+            ("without the lane", without_lane),
         ):
             figures += await _timed(name, scenario(bench))
         shared, timeline = await _timed("shared quota", shared_quota(bench))

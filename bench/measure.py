@@ -53,3 +53,25 @@ def median(values: Sequence[float]) -> float:
     if len(ordered) % 2:
         return ordered[middle]
     return (ordered[middle - 1] + ordered[middle]) / 2
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The nearest-rank `q` percentile (0 < q <= 100): a value that was measured, never between."""
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    rank = max(int(-(-len(ordered) * q // 100)), 1)  # ceil(n * q / 100)
+    return ordered[rank - 1]
+
+
+def arrivals(first_seen: dict[str, float], published: dict[str, float]) -> dict[str, float | None]:
+    """Per target: its first arrival at the stub minus its publish time (None: never arrived).
+
+    The stub records a call when it arrives, before it sleeps its latency, so this is time to
+    revoke with the stub's latency already left out. Both times are CLOCK_MONOTONIC, one clock for
+    every process of the machine.
+    """
+    return {
+        target: (first_seen[target] - at if target in first_seen else None)
+        for target, at in published.items()
+    }

@@ -112,6 +112,7 @@ class WorkerProc:
                 preexec_fn=die_with_parent,
             )
         self.pid = self.proc.pid
+        self.started = time.monotonic()
 
     def sample(self) -> Sample:
         return Sample(time.monotonic(), rss_bytes(self.pid), cpu_seconds(self.pid))

@@ -24,6 +24,7 @@ class Params:
     backlog: int  # records behind the long drain
     drain_seconds: float
     raw_requests: int  # requests in the no-budget throughput comparison
+    urgent_bulk: int  # bulk records behind the urgent-lane scenarios
 
     @classmethod
     def from_env(cls) -> Params:
@@ -32,6 +33,7 @@ class Params:
             backlog=int(os.environ.get("BENCH_BACKLOG", 1_000_000 if full else 200_000)),
             drain_seconds=float(os.environ.get("BENCH_DRAIN_SECONDS", 300 if full else 60)),
             raw_requests=int(os.environ.get("BENCH_RAW_REQUESTS", 20_000 if full else 10_000)),
+            urgent_bulk=int(os.environ.get("BENCH_URGENT_BULK", 10_000 if full else 2_000)),
         )
 
 
@@ -46,8 +48,10 @@ class Bench:
     def broker_port(self) -> int:
         return int(self.bootstrap.rsplit(":", 1)[1])
 
-    def worker(self, name: str, topics: Topics, per_second: float, *args: str) -> WorkerProc:
-        env = worker_env(self.bootstrap, self.stub.endpoint_url, topics, per_second)
+    def worker(
+        self, name: str, topics: Topics, per_second: float, *args: str, **extra: str
+    ) -> WorkerProc:
+        env = worker_env(self.bootstrap, self.stub.endpoint_url, topics, per_second, **extra)
         return WorkerProc(env, self.logs / f"{name}.log", *args)
 
     async def fresh_stub(self, **config: object) -> None:
@@ -66,6 +70,21 @@ async def wait_until(done: Callable[[], bool], within: float, what: str) -> None
         if time.monotonic() > deadline:
             raise TimeoutError(f"{what}: not within {within:.0f} s")
         await asyncio.sleep(0.2)
+
+
+async def first_call(bench: Bench, within: float = 60.0) -> float:
+    """When the stub saw the first call of this scenario (its monotonic clock)."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        calls = await bench.stub.calls()
+        if calls:
+            return min(c.mono for c in calls)
+        await asyncio.sleep(0.1)
+    raise TimeoutError(f"no call from the worker within {within:.0f} s")
+
+
+async def at_time(when: float) -> None:
+    await asyncio.sleep(max(when - time.monotonic(), 0))
 
 
 async def wait_assigned(*workers: WorkerProc, within: float = 60.0) -> None:

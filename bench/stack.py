@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,7 +20,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from devstack import broker as local_broker
-from devstack.cognito_stub import make_token
+from devstack.cognito_stub import fingerprint, make_token
 
 PARTITIONS = 4
 # Sent in chunks so that a large backlog never sits in the producer's memory at once.
@@ -86,3 +87,43 @@ async def publish(bootstrap: str, topic: str, count: int) -> int:
     finally:
         await producer.stop()
     return total // max(count, 1)
+
+
+async def create_topic(bootstrap: str, name: str, partitions: int = 1) -> str:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(name, partitions, 1)])
+    finally:
+        await admin.close()
+    return name
+
+
+def region_request(region: str, name: str) -> tuple[str, bytes]:
+    """(token, value) of a request for a user of `region`: its `iss` routes it there."""
+    token = make_token(username=name, iss=f"https://cognito-idp.{region}.amazonaws.com/{region}_B")
+    request = {"event_id": str(uuid.uuid4()), "access_token": token, "source": "make-bench"}
+    return token, json.dumps(request, separators=(",", ":")).encode()
+
+
+class Sender:
+    """Publishes requests one at a time, keeping each one's publish time by token fingerprint."""
+
+    def __init__(self, bootstrap: str) -> None:
+        self.published: dict[str, float] = {}
+        self._producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks=1, linger_ms=0)
+
+    async def __aenter__(self) -> Sender:
+        await self._producer.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._producer.stop()
+
+    async def send(self, topic: str, token: str, value: bytes) -> None:
+        self.published[fingerprint(token)] = time.monotonic()
+        await self._producer.send_and_wait(topic, value)
+
+    async def backlog(self, topic: str, batch: list[tuple[str, bytes]]) -> None:
+        sent = [await self._producer.send(topic, value) for _, value in batch]
+        await asyncio.gather(*sent)

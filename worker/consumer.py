@@ -1,7 +1,7 @@
 """The consume loop: keep the fetch buffer topped up, keep the group membership alive, drain.
 
-Each record is fetched once: the loop asks Kafka for at most the buffer's free room and only when
-the buffer is down to half (hysteresis); aiokafka keeps the rest of what it fetched until asked.
+Each record is fetched once: the loop asks Kafka for at most the buffer's free room; aiokafka keeps
+the rest of what it fetched until asked.
 The window starts buffered records as its slots free up. While the buffer is full the loop still
 calls `fetch` at least every `keepalive` seconds, because aiokafka leaves the group after
 `max_poll_interval_ms` without one; only if the buffer is full even then are the partitions paused
@@ -97,7 +97,11 @@ class ConsumerLoop:
         self._on_commit_stall(stalled)
         held = self._held()
         limit = self._window.buffer.max_records
-        if held <= limit // 2 and self._window.buffer.room() > 0:
+        # Read on whenever there is room: records parked for a slow budget must not stop the
+        # reading of others. Paused partitions (the rare case) resume only at half (hysteresis).
+        if self._window.buffer.room() > 0 and (
+            held <= limit // 2 or (held < limit and not self._paused)
+        ):
             self._resume()
             await self._fetch((), self._timings.poll_seconds, limit - held)
             return

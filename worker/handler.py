@@ -137,7 +137,8 @@ class Handler:
         self._sink = sink
         self._budgets = budgets
         self._router = router or Router(CognitoSettings())
-        self._parking = parking or _NoParking()
+        # Not `parking or ...`: the window is a sized collection, falsy while it is empty.
+        self._parking = parking if parking is not None else _NoParking()
         self._urgent_topic = urgent_topic
         self._metrics = metrics
         self._now = wall_clock

@@ -10,8 +10,9 @@ A slot is held by a record being worked on, not by one waiting for its rate budg
 waits for its budget is *parked* (`parked()`), gives its slot to the next buffered record and takes
 it back when its turn comes. So a backlog waiting for one budget (one Region, say) never keeps the
 records of another budget out of the window. Parked records still count against the buffer's
-bounds (the consume loop adds them up). Urgent records are started before bulk ones and bulk
-records never hold the last `urgent_reserve` slots.
+bounds (the consume loop adds them up), and a revoked partition's parked records are cancelled at
+once (redelivered to the new owner) rather than waited for. Urgent records are started before bulk
+ones and bulk records never hold the last `urgent_reserve` slots.
 """
 
 from __future__ import annotations
@@ -184,11 +185,22 @@ class Window:
         return [t for t, e in entries if partitions is None or e.partition in partitions]
 
     def revoke(self, partitions: Collection[TopicPartition]) -> list[Task]:
-        """Drop the buffered records of `partitions`; their running tasks, to be settled."""
+        """Drop the buffered records of `partitions` and cancel those parked for a budget (no
+        call in flight: waiting for them would only hold the whole group's rebalance up); their
+        tasks, to be settled."""
         dropped = self.buffer.drop(partitions)
         if dropped:
             log.info("dropped buffered records of revoked partitions", extra={"records": dropped})
-        return self.tasks(partitions)
+        tasks = self.tasks(partitions)
+        waiting = [task for task in tasks if task in self._parked]
+        for task in waiting:
+            task.cancel()
+        if waiting:
+            log.info(
+                "cancelled records of revoked partitions waiting for a budget",
+                extra={"records": len(waiting)},
+            )
+        return tasks
 
     def forget(self, partitions: Collection[TopicPartition]) -> None:
         """After the hand-over: a task of these partitions that ends later counts for nothing."""

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from itertools import count
@@ -673,3 +674,39 @@ async def test_a_record_the_client_could_not_decode_is_dead_lettered_without_a_c
     assert h.metrics.registry.get_sample_value("signout_undecodable_records_total") == 1
     line = next(r for r in caplog.records if r.message == "undecodable record")
     assert (line.levelno, line.partition, line.offset) == (logging.ERROR, 5, 77)  # type: ignore[attr-defined]
+
+
+class EmptyParking:
+    """A `Parking` that is a sized collection, empty (falsy) like a window with nothing in it."""
+
+    def __init__(self) -> None:
+        self.entered = 0
+
+    def __len__(self) -> int:
+        return 0
+
+    @contextlib.contextmanager
+    def parked(self) -> Iterator[None]:
+        self.entered += 1
+        yield
+
+
+async def test_a_wait_for_the_budget_is_parked_even_when_the_window_is_empty() -> None:
+    settings = _settings()
+    parking = EmptyParking()
+    handler = Handler(
+        ScriptedSigner(),
+        FakeSink(),
+        FakeLimiter(),
+        Metrics(),
+        parking=parking,
+        retry=settings.retry,
+        dedup=settings.dedup,
+        admin_enabled=settings.cognito.admin_enabled,
+        progress=FakeProgress(),
+        wall_clock=FakeClock(NOW),
+        sleep=FakeSleep(),
+    )
+    result = await handler.handle(record(token_request()))
+    assert result.outcome is Outcome.SIGNED_OUT
+    assert parking.entered == 1

@@ -157,3 +157,34 @@ async def test_the_window_never_holds_more_than_its_capacity(capacity: int) -> N
     await asyncio.wait_for(asyncio.gather(*window.tasks()), timeout=5)
     assert max(sizes) == capacity
     assert tracker.safe_offset(P0) == 10
+
+
+async def test_revoke_cancels_records_parked_for_a_budget_and_leaves_calls_in_flight() -> None:
+    budget = asyncio.Event()  # never set: the budget has no slot for parked records
+    started: list[int] = []
+    window: Window
+
+    async def run(rec: Record) -> object:
+        started.append(rec.offset)
+        if rec.offset == 0:
+            await asyncio.sleep(0.05)  # a call in flight, not parked
+            return rec.offset
+        with window.parked():
+            await budget.wait()
+        return rec.offset
+
+    tracker: OffsetTracker[TopicPartition] = OffsetTracker()
+    window = Window(2, run, tracker, RecordBuffer(100, 1 << 20))
+    window.offer([record(0, o) for o in range(3)])
+    await settle_loop()
+    assert started == [0, 1, 2]  # the parked records gave their slots on
+    assert window.parked_count == 2
+    tasks = window.revoke([P0])
+    await settle_loop()
+    assert [(t.done(), t.cancelled()) for t in tasks] == [
+        (False, False),
+        (True, True),
+        (True, True),
+    ]
+    assert await settle(tasks, 1.0, 1.0) == 0
+    assert tracker.safe_offset(P0) == 1  # the call in flight finished; the parked are redelivered
