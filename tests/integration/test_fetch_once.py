@@ -9,16 +9,14 @@ process's connections to the broker, sampled while it drains (a byte count, not 
 from __future__ import annotations
 
 import asyncio
-import itertools
 import json
 import os
-import re
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 
+from bench.procs import received_from
 from devstack.cognito_stub import StubProcess, make_token
 from tests.integration.conftest import (
     Names,
@@ -35,26 +33,6 @@ RECORDS = 1_200
 BUDGET = 150.0
 # Everything that is not a record: metadata, group heartbeats, commits, empty fetches.
 PROTOCOL_ALLOWANCE = 256 * 1024
-_RECEIVED = re.compile(r"bytes_received:(\d+)")
-
-
-def received_by_connection(pid: int, port: int) -> dict[str, int]:
-    out = subprocess.run(
-        ["ss", "-tnpiH", "state", "established", f"( dport = :{port} )"],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=10,
-    ).stdout
-    lines = out.splitlines()
-    found: dict[str, int] = {}
-    for head, info in itertools.pairwise(lines):
-        if f"pid={pid}," not in head:
-            continue
-        local = head.split()[2] if len(head.split()) > 2 else head
-        got = _RECEIVED.search(info)
-        found[local] = int(got.group(1)) if got else 0
-    return found
 
 
 async def test_each_record_is_fetched_once_under_a_budget(
@@ -79,7 +57,7 @@ async def test_each_record_is_fetched_once_under_a_budget(
         worker_processes.append(worker)
         seen: dict[str, int] = {}
         while worker.proc.poll() is None:
-            counts = await asyncio.to_thread(received_by_connection, worker.proc.pid, port)
+            counts = await asyncio.to_thread(received_from, worker.proc.pid, port)
             for conn, count in counts.items():
                 seen[conn] = max(seen.get(conn, 0), count)
             await asyncio.sleep(0.2)
