@@ -75,7 +75,7 @@ deploy-check: venv deploy-tools ## deployment checks only: manifests, Dockerfile
 	CI=true $(VENV)/bin/pytest tests/deploy $(PYTEST_ARGS)
 
 .PHONY: bench
-bench: venv ## benchmarks against a local broker and stub, about six minutes (BENCH_FULL=1: longer)
+bench: venv ## benchmarks against a local broker and stub, about ten minutes (BENCH_FULL=1: longer)
 	$(PY) -m bench
 
 .PHONY: demo
