@@ -37,7 +37,7 @@ from worker.routing import Router
 from worker.settings import Settings
 from worker.source import KafkaSource, consumer_options
 from worker.startup import Deadline, bounded, check_cluster
-from worker.window import RunRecord, Window
+from worker.window import Parking, RunRecord, Window
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +45,9 @@ log = logging.getLogger(__name__)
 # enough that a backlog of any size costs a few megabytes.
 BUFFER_RECORDS_PER_SLOT = 8
 BUFFER_MAX_BYTES = 8 * 1024 * 1024
+# Records waiting for a busy budget, read past so that another budget's records behind them are
+# reached (a Region's backlog does not hold back another's): a few megabytes, bounded.
+PARKING = Parking(records=4096, bytes=8 * 1024 * 1024)
 # The whole group waits for the slowest member's revocation: don't hold it longer than this.
 REVOKE_WAIT_SECONDS = 10.0
 # Of the shutdown budget, this much is kept for cancelling, the last commit and closing clients.
@@ -179,6 +182,7 @@ class Worker:
             buffer,
             lane_of=lane_of,
             urgent_reserve=reserve,
+            parking=PARKING,
             on_size=self.metrics.inflight.set,
             on_done=finished,
         )

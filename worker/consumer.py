@@ -7,10 +7,10 @@ calls `fetch` at least every `keepalive` seconds, because aiokafka leaves the gr
 `max_poll_interval_ms` without one; only if the buffer is full even then are the partitions paused
 (aiokafka drops what it prefetched for a paused partition, so pausing is the rare case), and they
 are resumed once the buffer is down to half. Records parked in the window (waiting for a rate
-budget) count against the buffer's bounds too. The urgent topic's partitions are never paused and
-are fetched on every turn of the loop, so an urgent record is read within a poll however full the
-buffer is with bulk work. On stop: drain the window within its budget, cancel the rest with a
-deadline, commit.
+budget) beyond the window's parking allowance count against the buffer's bounds too. The urgent
+topic's partitions are never paused and are fetched on every turn of the loop, so an urgent record
+is read within a poll however full the buffer is with bulk work. On stop: cancel what is parked,
+drain the rest of the window within its budget, cancel what is left with a deadline, commit.
 """
 
 from __future__ import annotations
@@ -117,8 +117,9 @@ class ConsumerLoop:
             await self._fetch((), 0, max(room, 1))
 
     def _held(self) -> int:
-        """Records read but not yet being worked on: buffered, or parked waiting for a budget."""
-        return len(self._window.buffer) + self._window.parked_count
+        """Records read but not yet being worked on: buffered, or parked for a budget beyond the
+        parking allowance."""
+        return len(self._window.buffer) + self._window.parked_over_allowance
 
     def _urgent_partitions(self) -> list[TopicPartition]:
         topic = self._urgent_topic

@@ -9,9 +9,12 @@ cancelled is never marked done, so it is never committed and is redelivered.
 A slot is held by a record being worked on, not by one waiting for its rate budget: a record that
 waits for its budget is *parked* (`parked()`), gives its slot to the next buffered record and takes
 it back when its turn comes. So a backlog waiting for one budget (one Region, say) never keeps the
-records of another budget out of the window. Parked records still count against the buffer's
-bounds (the consume loop adds them up), and a revoked partition's parked records are cancelled at
-once (redelivered to the new owner) rather than waited for. Urgent records are started before bulk
+records of another budget out of the window. Parked records have an allowance of their own
+(`parking`, by count and bytes) on top of the buffer's bounds: a backlog of one budget up to that
+size is read past, so a record of another budget behind it is reached; beyond it, parked records
+count against the buffer (the consume loop adds them up) and reading stops. A parked record has
+made no call, so a revoked partition's parked records, and all of them on close, are cancelled at
+once (redelivered to the next owner) rather than waited for. Urgent records are started before bulk
 ones and bulk records never hold the last `urgent_reserve` slots.
 """
 
@@ -27,7 +30,7 @@ from typing import Any
 
 from aiokafka import TopicPartition
 
-from worker.buffer import RecordBuffer
+from worker.buffer import RecordBuffer, record_size
 from worker.offsets import OffsetTracker
 from worker.records import Lane, Record
 
@@ -47,6 +50,15 @@ class _Entry:
     offset: int
     lane: Lane
     generation: int
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class Parking:
+    """How many records (and bytes) may wait for a budget before they count as buffered."""
+
+    records: int = 0
+    bytes: int = 0
 
 
 class Window:
@@ -59,6 +71,7 @@ class Window:
         *,
         lane_of: Callable[[TopicPartition], Lane] = lambda partition: Lane.BULK,
         urgent_reserve: int = 0,
+        parking: Parking = Parking(),
         on_size: Callable[[int], None] = lambda size: None,
         on_done: Callable[[TopicPartition], None] = lambda partition: None,
     ) -> None:
@@ -73,6 +86,8 @@ class Window:
         self._on_done = on_done
         self._tasks: dict[Task, _Entry] = {}
         self._parked: set[Task] = set()
+        self._parking = parking
+        self._parked_bytes = 0
         self._active: Counter[Lane] = Counter()
         # Bumped on revocation: a late task of an earlier assignment must not mark a new one done.
         self._generation: dict[TopicPartition, int] = {}
@@ -94,6 +109,13 @@ class Window:
     @property
     def parked_count(self) -> int:
         return len(self._parked)
+
+    @property
+    def parked_over_allowance(self) -> int:
+        """Parked records beyond the parking allowance: all of them once its bytes are spent."""
+        if self._parked_bytes > self._parking.bytes:
+            return len(self._parked)
+        return max(len(self._parked) - self._parking.records, 0)
 
     def offer(self, records: Iterable[Record]) -> None:
         """Buffer fetched records (in offset order per partition) and start what fits."""
@@ -128,14 +150,19 @@ class Window:
             yield
             return
         self._parked.add(task)
+        self._parked_bytes += entry.size
         self._active[entry.lane] -= 1
         self._fill()
         try:
             yield
         finally:
             if task in self._parked:
-                self._parked.discard(task)
+                self._unpark(task, entry)
                 self._active[entry.lane] += 1
+
+    def _unpark(self, task: Task, entry: _Entry) -> None:
+        self._parked.discard(task)
+        self._parked_bytes -= entry.size
 
     def _start(self, record: Record) -> None:
         partition = partition_of(record)
@@ -145,7 +172,7 @@ class Window:
             self._run(record), name=f"{record.topic}/{record.partition}@{record.offset}"
         )
         generation = self._generation.get(partition, 0)
-        self._tasks[task] = _Entry(partition, record.offset, lane, generation)
+        self._tasks[task] = _Entry(partition, record.offset, lane, generation, record_size(record))
         self._active[lane] += 1
         task.add_done_callback(self._finished)
         self._on_size(len(self._tasks))
@@ -154,7 +181,7 @@ class Window:
         entry = self._tasks.pop(task)
         partition, offset = entry.partition, entry.offset
         if task in self._parked:
-            self._parked.discard(task)
+            self._unpark(task, entry)
         else:
             self._active[entry.lane] -= 1
         current = entry.generation == self._generation.get(partition, 0)
@@ -192,15 +219,15 @@ class Window:
         if dropped:
             log.info("dropped buffered records of revoked partitions", extra={"records": dropped})
         tasks = self.tasks(partitions)
+        self._cancel_parked(tasks, "cancelled records of revoked partitions waiting for a budget")
+        return tasks
+
+    def _cancel_parked(self, tasks: Collection[Task], message: str) -> None:
         waiting = [task for task in tasks if task in self._parked]
         for task in waiting:
             task.cancel()
         if waiting:
-            log.info(
-                "cancelled records of revoked partitions waiting for a budget",
-                extra={"records": len(waiting)},
-            )
-        return tasks
+            log.info(message, extra={"records": len(waiting)})
 
     def forget(self, partitions: Collection[TopicPartition]) -> None:
         """After the hand-over: a task of these partitions that ends later counts for nothing."""
@@ -208,9 +235,12 @@ class Window:
             self._generation[partition] = self._generation.get(partition, 0) + 1
 
     def close(self) -> list[Task]:
-        """Start nothing more; every running task, to be settled."""
+        """Start nothing more, cancel the parked records (no call made: they are redelivered);
+        every task, to be settled."""
         self._closed = True
-        return self.tasks()
+        tasks = self.tasks()
+        self._cancel_parked(tasks, "stopping: cancelled records waiting for a budget")
+        return tasks
 
 
 async def settle(tasks: Collection[Task], wait: float, cancel_wait: float) -> int:

@@ -15,9 +15,10 @@ from worker.lag import LagMeter
 from worker.metrics import Metrics
 from worker.offsets import OffsetTracker
 from worker.records import Lane, Record
-from worker.window import Window, settle
+from worker.window import Parking, Window, settle
 
 URGENT = "urgent"
+NO_PARKING = Parking()
 
 
 class Clock:
@@ -42,7 +43,12 @@ class Held:
 
 
 def rig(
-    source: FakeSource, held: Held, *, capacity: int = 2, max_records: int = 10
+    source: FakeSource,
+    held: Held,
+    *,
+    capacity: int = 2,
+    max_records: int = 10,
+    parking: Parking = NO_PARKING,
 ) -> tuple[ConsumerLoop, Window, Clock]:
     clock = Clock()
     tracker: OffsetTracker[TopicPartition] = OffsetTracker()
@@ -51,7 +57,9 @@ def rig(
         return Lane.URGENT if partition.topic == URGENT else Lane.BULK
 
     buffer: RecordBuffer[TopicPartition] = RecordBuffer(max_records, 1 << 20, lane_of)
-    window = Window(capacity, held.run, tracker, buffer, lane_of=lane_of, urgent_reserve=1)
+    window = Window(
+        capacity, held.run, tracker, buffer, lane_of=lane_of, urgent_reserve=1, parking=parking
+    )
     committer = Committer(source, tracker, min_gap=0.01)
     loop = ConsumerLoop(
         source,
@@ -126,4 +134,27 @@ async def test_urgent_records_are_read_and_started_however_full_the_bulk_buffer(
     await polls(loop, 2)
     assert held.started[-1].topic == URGENT
     held.release.set()
+    await settle(window.close(), 1, 1)
+
+
+async def test_the_loop_reads_past_parked_records_up_to_the_parking_allowance() -> None:
+    source = FakeSource(partitions=2)
+    source.produce(0, 300)
+    source.produce(1, 300)
+    window: Window
+
+    async def park(record: Record) -> object:
+        with window.parked():
+            await asyncio.Event().wait()  # a budget with no slot for them
+        return None
+
+    loop, window, _ = rig(source, Held(), parking=Parking(records=100, bytes=1 << 20))
+    window._run = park
+    bound = 100 + window.buffer.max_records + window.capacity  # + records starting, not parked
+    for _ in range(40):
+        await polls(loop, 1)
+        assert sum(source.positions.values()) <= bound
+    # A backlog parked on one budget is read past, as far as the allowance and the buffer go.
+    assert sum(source.positions.values()) >= 100 + window.buffer.max_records
+    assert window.parked_count > 100
     await settle(window.close(), 1, 1)

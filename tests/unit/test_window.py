@@ -8,10 +8,10 @@ import pytest
 from aiokafka import TopicPartition
 
 from tests.unit.fake_kafka import record
-from worker.buffer import RecordBuffer
+from worker.buffer import RecordBuffer, record_size
 from worker.offsets import OffsetTracker
 from worker.records import Record
-from worker.window import Window, settle
+from worker.window import Parking, Window, settle
 
 P0 = TopicPartition("t", 0)
 P1 = TopicPartition("t", 1)
@@ -188,3 +188,57 @@ async def test_revoke_cancels_records_parked_for_a_budget_and_leaves_calls_in_fl
     ]
     assert await settle(tasks, 1.0, 1.0) == 0
     assert tracker.safe_offset(P0) == 1  # the call in flight finished; the parked are redelivered
+
+
+async def test_parked_records_count_as_buffered_only_beyond_the_parking_allowance() -> None:
+    budget = asyncio.Event()
+    window: Window
+
+    async def run(rec: Record) -> object:
+        with window.parked():
+            await budget.wait()
+        return rec.offset
+
+    tracker: OffsetTracker[TopicPartition] = OffsetTracker()
+    size = record_size(record(0, 0))
+    window = Window(2, run, tracker, RecordBuffer(100, 1 << 20), parking=Parking(3, 10 * size))
+    window.offer([record(0, o) for o in range(5)])
+    await settle_loop()
+    assert window.parked_count == 5
+    assert window.parked_over_allowance == 2  # the first three are the allowance's
+    budget.set()
+    assert await settle(window.close(), 1.0, 1.0) == 0
+    assert window.parked_count == 0
+    assert window.parked_over_allowance == 0
+
+    window = Window(2, run, tracker, RecordBuffer(100, 1 << 20), parking=Parking(100, 2 * size))
+    big = window
+    budget.clear()
+    big.offer([record(1, o) for o in range(3)])
+    await settle_loop()
+    assert big.parked_over_allowance == 3  # its bytes are spent: every parked record counts
+    await settle(big.close(), 1.0, 1.0)
+
+
+async def test_close_cancels_parked_records_at_once_and_waits_for_calls_in_flight() -> None:
+    finish = asyncio.Event()
+    window: Window
+
+    async def run(rec: Record) -> object:
+        if rec.offset == 0:
+            await finish.wait()  # a call in flight
+            return rec.offset
+        with window.parked():
+            await asyncio.Event().wait()  # a budget that never frees a slot
+        return rec.offset
+
+    tracker: OffsetTracker[TopicPartition] = OffsetTracker()
+    window = Window(2, run, tracker, RecordBuffer(100, 1 << 20))
+    window.offer([record(0, o) for o in range(4)])
+    await settle_loop()
+    tasks = window.close()
+    await settle_loop()
+    assert [t.cancelled() for t in tasks] == [False, True, True, True]
+    asyncio.get_running_loop().call_later(0.05, finish.set)
+    assert await settle(tasks, 5.0, 1.0) == 0
+    assert tracker.safe_offset(P0) == 1  # the parked records were never marked done
