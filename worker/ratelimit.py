@@ -29,7 +29,10 @@ the slot on at once.
 
 **Rate changes reach current waiters.** Nobody sleeps: waiters hold futures, and one timer is armed
 for the next slot. A new ceiling (`set_ceiling`, after a rebalance) or an AIMD step recomputes the
-slot and re-arms the timer.
+slot and re-arms the timer. A lower ceiling applies at once; a higher one can be put off
+(`raise_after`): after a rebalance the partitions' previous owner made its last calls at its own
+rate, and those stay in Cognito's one-second window for a second. `hold` grants nothing for a while
+(a replica that had no share of the budget before).
 
 **AIMD.** On TooManyRequests someone else is using the account's quota: the rate drops by
 `decrease_factor` (at most once per `decrease_interval`, so one burst of throttles counts once) and
@@ -109,6 +112,7 @@ class RateLimiter:
         self._waiting = [0, 0]
         self._alarm: Alarm | None = None
         self._alarm_at = float("inf")
+        self._raise: Alarm | None = None  # a higher ceiling put off until its time
         self._on_change = on_change
         on_change(self._rate)
 
@@ -149,8 +153,31 @@ class RateLimiter:
             raise
         return self._now() - started
 
-    def set_ceiling(self, rate: float) -> None:
-        """A new share of the budget (after a rebalance); the current rate follows at most."""
+    def set_ceiling(self, rate: float, raise_after: float = 0.0) -> None:
+        """A new share of the budget (after a rebalance); the current rate follows at most.
+
+        A lower ceiling applies at once, a higher one `raise_after` seconds from now (the old one
+        stays in force meanwhile); a later call replaces a raise not yet made."""
+        if self._raise is not None:
+            self._raise.cancel()
+            self._raise = None
+        if rate > self._ceiling and raise_after > 0:
+            self._raise = self._clock().call_at(
+                self._now() + raise_after, lambda: self._raise_ceiling(rate)
+            )
+            return
+        self._apply_ceiling(rate)
+
+    def hold(self, seconds: float) -> None:
+        """Grant nothing for `seconds` (waiters keep their places)."""
+        self._not_before = max(self._not_before, self._now() + seconds)
+        self._pump()
+
+    def _raise_ceiling(self, rate: float) -> None:
+        self._raise = None
+        self._apply_ceiling(rate)
+
+    def _apply_ceiling(self, rate: float) -> None:
         at_full_rate = self._rate >= self._ceiling
         self._ceiling = max(rate, MIN_RATE)
         self._set_rate(self._ceiling if at_full_rate else min(self._rate, self._ceiling))
