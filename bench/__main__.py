@@ -1,8 +1,8 @@
 """`make bench`: start a broker and a stub, run every scenario, print the table, draw the plot.
 
-    .venv/bin/python -m bench            # defaults: about six minutes
+    .venv/bin/python -m bench            # defaults: about ten minutes
     BENCH_FULL=1 .venv/bin/python -m bench   # the 1,000,000-record, five-minute drain
-    .venv/bin/python -m bench throughput     # only the no-budget comparison (about a minute)
+    .venv/bin/python -m bench throughput     # one scenario only (here the no-budget comparison)
 
 BENCH_BACKLOG, BENCH_DRAIN_SECONDS, BENCH_RAW_REQUESTS and BENCH_URGENT_BULK (bulk records behind
 the urgent lane: 2,000, or 10,000 with BENCH_FULL) override single parameters.
@@ -33,26 +33,33 @@ T = TypeVar("T")
 PLOT = Path(__file__).resolve().parent / "rate.png"
 
 
+SCENARIOS = {
+    "short-backlog": short_backlog,
+    "two-replicas": two_replicas,
+    "throughput": raw_efficiency,
+    "two-regions": two_regions,
+    "head-of-line": head_of_line,
+    "urgent-lane": urgent_lane,
+    "without-lane": without_lane,
+}
+
+
 async def run_all(params: Params, bootstrap: str, logs: Path, only: str | None) -> list[Figure]:
     config = {"seed": 11, "latency": STUB_LATENCY, "max_calls": 400_000}
     async with StubProcess(config) as stub:
         bench = Bench(params, bootstrap, stub, logs)
-        if only == "throughput":  # the one figure worth iterating on alone; no plot redrawn
-            return await _timed("raw efficiency", raw_efficiency(bench))
+        if only == "shared-quota":
+            return (await _timed(only, shared_quota(bench)))[0]  # no plot redrawn
+        if only == "long-drain":
+            return await _timed(only, long_drain(bench))
+        if only is not None:  # one scenario, to iterate on
+            return await _timed(only, SCENARIOS[only](bench))
         figures: list[Figure] = []
-        for name, scenario in (
-            ("short backlog", short_backlog),
-            ("two replicas", two_replicas),
-            ("raw efficiency", raw_efficiency),
-            ("two Regions", two_regions),
-            ("head-of-line", head_of_line),
-            ("urgent lane", urgent_lane),
-            ("without the lane", without_lane),
-        ):
+        for name, scenario in SCENARIOS.items():
             figures += await _timed(name, scenario(bench))
-        shared, timeline = await _timed("shared quota", shared_quota(bench))
+        shared, timeline = await _timed("shared-quota", shared_quota(bench))
         draw(timeline, PLOT)
-        figures += shared + await _timed("long drain", long_drain(bench))
+        figures += shared + await _timed("long-drain", long_drain(bench))
         return figures
 
 
@@ -66,8 +73,9 @@ async def _timed(name: str, work: Awaitable[T]) -> T:
 
 def main() -> int:
     only = sys.argv[1] if len(sys.argv) > 1 else None
-    if only not in (None, "throughput"):
-        print(f"usage: python -m bench [throughput]  (not {only!r})", file=sys.stderr)
+    names = [*SCENARIOS, "shared-quota", "long-drain"]
+    if only is not None and only not in names:
+        print(f"usage: python -m bench [{'|'.join(names)}]  (not {only!r})", file=sys.stderr)
         return 2
     params = Params.from_env()
     started = time.monotonic()

@@ -38,7 +38,9 @@ rate, and those stay in Cognito's one-second window for a second. `hold` grants 
 `decrease_factor` (at most once per `decrease_interval`, so one burst of throttles counts once) and
 the next slot is a full interval at the new rate away; each success adds back `increase_fraction`
 of the ceiling per second's worth of successes, never above the ceiling (this replica's share of
-the budget, set on every rebalance).
+the budget, set on every rebalance). Near the rate it was last throttled at (within 10%) it climbs
+`CAUTIOUS_SLOWDOWN` times slower: what is left of a shared quota is found again quickly and then
+probed gently, so throttles stay rare and the rate stays close to what is available.
 
 The event loop is taken at first use (or a `Timer` is injected), and nothing is shared between
 limiters: one per budget.
@@ -53,6 +55,8 @@ from collections.abc import Callable
 from typing import Protocol
 
 MIN_RATE = 0.1
+CAUTIOUS_SLOWDOWN = 8.0
+CAUTIOUS_BAND = 0.1  # within 10% of the rate last throttled at
 URGENT, BULK = 0, 1
 
 
@@ -84,7 +88,7 @@ class RateLimiter:
         rate: float,
         *,
         burst: float = 1.0,
-        decrease_factor: float = 0.75,
+        decrease_factor: float = 0.85,
         decrease_interval: float = 1.0,
         increase_fraction: float = 0.05,
         warmup_timeout: float = 5.0,
@@ -100,6 +104,7 @@ class RateLimiter:
         self._warmup_timeout = warmup_timeout
         self._window = window
         self._last_decrease = float("-inf")
+        self._throttled_at = float("inf")  # the rate when Cognito last said "too many"
         self._ceiling = max(rate, MIN_RATE)
         self._rate = self._ceiling
         self._slot = float("-inf")  # the scheduled time of the last grant
@@ -187,6 +192,7 @@ class RateLimiter:
         now = self._now()
         if now - self._last_decrease >= self._decrease_interval:
             self._last_decrease = now
+            self._throttled_at = self._rate
             self._rate = max(self._rate * self._decrease, MIN_RATE)
             # Cognito said "too many": the next call waits a full interval at the new rate.
             self._not_before = max(self._not_before, now + 1.0 / self._rate)
@@ -197,7 +203,10 @@ class RateLimiter:
         """Additive increase: `increase_fraction` of the ceiling per second of successes."""
         self.on_done()
         if self._rate < self._ceiling:
-            step = max(self._ceiling * self._increase_fraction, 0.5) / max(self._rate, 1.0)
+            per_second = self._ceiling * self._increase_fraction
+            if abs(self._rate - self._throttled_at) <= CAUTIOUS_BAND * self._throttled_at:
+                per_second /= CAUTIOUS_SLOWDOWN
+            step = max(per_second, 0.5) / max(self._rate, 1.0)
             self._set_rate(min(self._ceiling, self._rate + step))
 
     def on_done(self) -> None:

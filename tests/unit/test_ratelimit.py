@@ -18,7 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from worker.ratelimit import MIN_RATE, RateLimiter, partition_share
+from worker.ratelimit import CAUTIOUS_SLOWDOWN, MIN_RATE, RateLimiter, partition_share
 
 START = 1_000.0
 EPSILON = 1e-9  # float sums of intervals: a window's end is taken this much early
@@ -620,3 +620,18 @@ async def test_on_success_at_the_ceiling_changes_nothing() -> None:
 )
 def test_partition_share(budget: float, assigned: int, total: int, share: float) -> None:
     assert partition_share(budget, assigned, total) == share
+
+
+async def test_near_the_rate_last_throttled_at_the_climb_is_slower() -> None:
+    limiter, _ = _limiter(100.0, decrease_factor=0.5, decrease_interval=0.0, increase_fraction=0.05)
+    limiter.on_throttled()  # throttled at 100/s: down to 50
+    limiter.on_throttled()  # throttled again at 50/s: down to 25, and 45..55 is now probed gently
+    for _ in range(200):
+        limiter.on_success()
+        if limiter.rate >= 45.0:
+            break
+    far = limiter.rate
+    assert far >= 45.0  # +5/s per second of successes below the band
+    for _ in range(int(far)):  # one second's worth of successes inside the band
+        limiter.on_success()
+    assert 0 < limiter.rate - far <= 5.0 / CAUTIOUS_SLOWDOWN + 0.1
