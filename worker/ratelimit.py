@@ -38,7 +38,12 @@ rate, and those stay in Cognito's one-second window for a second. `hold` grants 
 `decrease_factor` (at most once per `decrease_interval`, so one burst of throttles counts once) and
 the next slot is a full interval at the new rate away; each success adds back `increase_fraction`
 of the ceiling per second's worth of successes, never above the ceiling (this replica's share of
-the budget, set on every rebalance). Near the rate it was last throttled at (within 10%) it climbs
+the budget, set on every rebalance). The decrease goes no lower than half the rate, but straight
+down to what succeeded in the last second when that is less: what another app leaves is found in
+a step or two. A throttle after `QUIET_SECONDS` without one takes only `quiet_decrease_factor` off:
+at a quota exactly equal to the budget it is one call landing early, and if it is another app, the
+next throttle a second later takes the full step. Near the rate it was last throttled at (within
+10%) it climbs
 `CAUTIOUS_SLOWDOWN` times slower: what is left of a shared quota is found again quickly and then
 probed gently, so throttles stay rare and the rate stays close to what is available.
 
@@ -57,6 +62,7 @@ from typing import Protocol
 MIN_RATE = 0.1
 CAUTIOUS_SLOWDOWN = 8.0
 CAUTIOUS_BAND = 0.1  # within 10% of the rate last throttled at
+QUIET_SECONDS = 10.0  # a throttle after this long without one: a light step (a stray call)
 URGENT, BULK = 0, 1
 
 
@@ -89,6 +95,7 @@ class RateLimiter:
         *,
         burst: float = 1.0,
         decrease_factor: float = 0.85,
+        quiet_decrease_factor: float = 0.95,
         decrease_interval: float = 1.0,
         increase_fraction: float = 0.05,
         warmup_timeout: float = 5.0,
@@ -105,11 +112,15 @@ class RateLimiter:
         self._window = window
         self._last_decrease = float("-inf")
         self._throttled_at = float("inf")  # the rate when Cognito last said "too many"
+        self._quiet_decrease = quiet_decrease_factor
+        self._successes: deque[float] = deque()  # completions within the last second
         self._ceiling = max(rate, MIN_RATE)
         self._rate = self._ceiling
         self._slot = float("-inf")  # the scheduled time of the last grant
         self._last = float("-inf")  # when the last grant was made
         self._not_before = float("-inf")  # arrival after idle, throttling, end of start-up
+        self._held_until = float("-inf")  # `hold`: nothing granted before, but `_spare` urgent
+        self._spare = 0
         self._recent: deque[float] = deque()  # grant times within the last window
         self._warm = warmup_timeout <= 0  # a call has completed: connections are set up
         self._warm_by: float | None = None  # when start-up stops waiting for that report
@@ -174,8 +185,10 @@ class RateLimiter:
         self._apply_ceiling(rate)
 
     def hold(self, seconds: float) -> None:
-        """Grant nothing for `seconds` (waiters keep their places)."""
-        self._not_before = max(self._not_before, self._now() + seconds)
+        """Grant nothing for `seconds` (waiters keep their places), but one urgent request: the
+        one call of tolerance over the budget goes to the lane that exists not to wait."""
+        self._held_until = max(self._held_until, self._now() + seconds)
+        self._spare = 1
         self._pump()
 
     def _raise_ceiling(self, rate: float) -> None:
@@ -191,17 +204,33 @@ class RateLimiter:
         """Multiplicative decrease, once per interval however many throttles arrive in it."""
         now = self._now()
         if now - self._last_decrease >= self._decrease_interval:
+            quiet = now - self._last_decrease >= QUIET_SECONDS
+            factor = self._quiet_decrease if quiet else self._decrease
             self._last_decrease = now
             self._throttled_at = self._rate
-            self._rate = max(self._rate * self._decrease, MIN_RATE)
+            self._rate = max(self._decreased(factor, now), MIN_RATE)
             # Cognito said "too many": the next call waits a full interval at the new rate.
             self._not_before = max(self._not_before, now + 1.0 / self._rate)
             self._changed()
         self.on_done()
 
+    def _decreased(self, factor: float, now: float) -> float:
+        """The rate after a throttle: `factor` of it, or what succeeded in the last second if
+        that is less (straight down to what another app leaves), never below half of it."""
+        while self._successes and self._successes[0] <= now - 1.0:
+            self._successes.popleft()
+        target = self._rate * factor
+        if self._successes:
+            target = min(target, float(len(self._successes)))
+        return max(target, self._rate * min(self._decrease, 0.5))
+
     def on_success(self) -> None:
         """Additive increase: `increase_fraction` of the ceiling per second of successes."""
         self.on_done()
+        now = self._now()
+        self._successes.append(now)
+        while self._successes[0] <= now - 1.0:
+            self._successes.popleft()
         if self._rate < self._ceiling:
             per_second = self._ceiling * self._increase_fraction
             if abs(self._rate - self._throttled_at) <= CAUTIOUS_BAND * self._throttled_at:
@@ -230,7 +259,7 @@ class RateLimiter:
 
     def _due(self) -> float:
         """When the next grant may be made: its slot, unless the last second is full."""
-        return max(self._scheduled(), self._window_frees())
+        return max(self._scheduled(), self._window_frees(), self._held_until)
 
     def _scheduled(self) -> float:
         """The next slot at the current rate."""
@@ -258,7 +287,8 @@ class RateLimiter:
             return
         now = self._now()
         while (lane := self._head()) is not None:
-            slot = self._scheduled()
+            spare = lane == URGENT and self._spare > 0 and now < self._held_until
+            slot = self._scheduled() if spare else max(self._scheduled(), self._held_until)
             due = max(slot, self._window_frees())
             if due > now:
                 self._arm(due)
@@ -266,6 +296,7 @@ class RateLimiter:
             self._slot = slot  # a wait for the window does not move the schedule
             if self._warm_by is None and not self._warm:
                 self._warm_by = now + self._warmup_timeout
+            self._spare -= spare
             self._grant(lane, now)
         self._disarm()
 

@@ -179,7 +179,7 @@ async def test_others_using_the_quota_are_respected(bench: Bench) -> None:
 async def test_an_outage_dead_letters_nothing_and_recovers_by_itself(
     bench: Bench, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="worker.consumer")
+    caplog.set_level(logging.INFO, logger="worker")
     await bench.backlog(1000)
     await bench.stub.configure(
         outage_in_seconds=4, outage_seconds=20, outage_fault="InternalErrorException"

@@ -97,6 +97,7 @@ def _limiter(
         rate,
         burst=burst,
         decrease_factor=decrease_factor,
+        quiet_decrease_factor=decrease_factor,
         decrease_interval=decrease_interval,
         increase_fraction=increase_fraction,
         warmup_timeout=warmup_timeout,
@@ -504,7 +505,13 @@ async def test_set_ceiling_changes_the_rate() -> None:
 
 async def test_on_change_hears_every_new_rate() -> None:
     heard: list[float] = []
-    limiter = RateLimiter(8.0, decrease_factor=0.5, timer=FakeTimer(), on_change=heard.append)
+    limiter = RateLimiter(
+        8.0,
+        decrease_factor=0.5,
+        quiet_decrease_factor=0.5,
+        timer=FakeTimer(),
+        on_change=heard.append,
+    )
     limiter.on_throttled()
     limiter.set_ceiling(2.0)
     limiter.set_ceiling(2.0)
@@ -635,3 +642,45 @@ async def test_near_the_rate_last_throttled_at_the_climb_is_slower() -> None:
     for _ in range(int(far)):  # one second's worth of successes inside the band
         limiter.on_success()
     assert 0 < limiter.rate - far <= 5.0 / CAUTIOUS_SLOWDOWN + 0.1
+
+
+async def test_a_throttle_after_a_quiet_spell_takes_a_light_step_and_the_next_the_full_one() -> (
+    None
+):
+    timer = FakeTimer()
+    limiter = RateLimiter(50.0, decrease_factor=0.85, quiet_decrease_factor=0.95, timer=timer)
+    limiter.on_throttled()
+    assert limiter.rate == pytest.approx(47.5)  # a stray early call at an exact quota
+    timer.now += 1.0
+    limiter.on_throttled()
+    assert limiter.rate == pytest.approx(47.5 * 0.85)  # it is someone else after all
+
+
+async def test_a_throttle_drops_straight_to_what_succeeded_in_the_last_second() -> None:
+    timer = FakeTimer()
+    limiter = RateLimiter(60.0, decrease_factor=0.85, quiet_decrease_factor=0.95, timer=timer)
+    for i in range(20):  # 20 calls got through in the last second: another app has the rest
+        timer.now = START + i * 0.05
+        limiter.on_success()
+    limiter.on_throttled()
+    assert limiter.rate == pytest.approx(30.0)  # never below half in one step
+    timer.now += 1.0
+    for _ in range(19):
+        timer.now += 0.05
+        limiter.on_success()
+    limiter.on_throttled()
+    assert limiter.rate == pytest.approx(19.0)
+
+
+async def test_a_hold_grants_nothing_but_one_urgent_request() -> None:
+    limiter, timer = _limiter(10.0)
+    load = Load(limiter, timer)
+    limiter.hold(1.0)
+    load.start("bulk", 3)
+    load.start("urgent", 2, urgent=True)
+    await timer.run_for(0.5)
+    assert load.grants == [("urgent", START)]  # the one call of tolerance, to the urgent lane
+    await timer.run_for(1.0)
+    assert [label for label, t in load.grants if t >= START + 1.0][:2] == ["urgent", "bulk"]
+    assert min(t for label, t in load.grants if label == "bulk") >= START + 1.0
+    await load.stop()
