@@ -39,13 +39,13 @@ rate, and those stay in Cognito's one-second window for a second. `hold` grants 
 the next slot is a full interval at the new rate away; each success adds back `increase_fraction`
 of the ceiling per second's worth of successes, never above the ceiling (this replica's share of
 the budget, set on every rebalance). The decrease goes no lower than half the rate, but straight
-down to what succeeded in the last second when that is less: what another app leaves is found in
-a step or two. A throttle after `QUIET_SECONDS` without one takes only `quiet_decrease_factor` off:
-at a quota exactly equal to the budget it is one call landing early, and if it is another app, the
-next throttle a second later takes the full step. Near the rate it was last throttled at (within
-10%) it climbs
-`CAUTIOUS_SLOWDOWN` times slower: what is left of a shared quota is found again quickly and then
-probed gently, so throttles stay rare and the rate stays close to what is available.
+down to the rate of successes over the last interval when that is less: what another app leaves
+is found in a step or two. A throttle after `QUIET_SECONDS` without one takes only
+`quiet_decrease_factor` off: at a quota exactly equal to the budget it is one call landing early,
+and if it is another app, the next throttle an interval later takes the full step. Near the rate
+it was last throttled at (within 10%) it climbs `CAUTIOUS_SLOWDOWN` times slower: what is left of
+a shared quota is found again quickly and then probed gently, so throttles stay rare and the rate
+stays close to what is available.
 
 The event loop is taken at first use (or a `Timer` is injected), and nothing is shared between
 limiters: one per budget.
@@ -96,7 +96,7 @@ class RateLimiter:
         burst: float = 1.0,
         decrease_factor: float = 0.85,
         quiet_decrease_factor: float = 0.95,
-        decrease_interval: float = 1.0,
+        decrease_interval: float = 0.5,
         increase_fraction: float = 0.05,
         warmup_timeout: float = 5.0,
         window: float = 1.0,
@@ -113,7 +113,7 @@ class RateLimiter:
         self._last_decrease = float("-inf")
         self._throttled_at = float("inf")  # the rate when Cognito last said "too many"
         self._quiet_decrease = quiet_decrease_factor
-        self._successes: deque[float] = deque()  # completions within the last second
+        self._successes: deque[float] = deque()  # recent successful completions
         self._ceiling = max(rate, MIN_RATE)
         self._rate = self._ceiling
         self._slot = float("-inf")  # the scheduled time of the last grant
@@ -215,22 +215,26 @@ class RateLimiter:
         self.on_done()
 
     def _decreased(self, factor: float, now: float) -> float:
-        """The rate after a throttle: `factor` of it, or what succeeded in the last second if
-        that is less (straight down to what another app leaves), never below half of it."""
-        while self._successes and self._successes[0] <= now - 1.0:
-            self._successes.popleft()
+        """The rate after a throttle: `factor` of it, or the rate of successes over the last
+        `decrease_interval` if that is less (straight down to what another app leaves), never
+        below half of it."""
+        span = self._decrease_interval if self._decrease_interval > 0 else 1.0
+        self._forget_successes(now, span)
         target = self._rate * factor
         if self._successes:
-            target = min(target, float(len(self._successes)))
+            target = min(target, len(self._successes) / span)
         return max(target, self._rate * min(self._decrease, 0.5))
+
+    def _forget_successes(self, now: float, span: float) -> None:
+        while self._successes and self._successes[0] <= now - span:
+            self._successes.popleft()
 
     def on_success(self) -> None:
         """Additive increase: `increase_fraction` of the ceiling per second of successes."""
         self.on_done()
         now = self._now()
         self._successes.append(now)
-        while self._successes[0] <= now - 1.0:
-            self._successes.popleft()
+        self._forget_successes(now, max(self._decrease_interval, 1.0))
         if self._rate < self._ceiling:
             per_second = self._ceiling * self._increase_fraction
             if abs(self._rate - self._throttled_at) <= CAUTIOUS_BAND * self._throttled_at:
