@@ -37,7 +37,7 @@ from worker.routing import Router
 from worker.settings import Settings
 from worker.source import KafkaSource, consumer_options
 from worker.startup import Deadline, bounded, check_cluster
-from worker.window import Parking, RunRecord, Window
+from worker.window import BudgetOf, Parking, RunRecord, Window
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +48,9 @@ BUFFER_MAX_BYTES = 8 * 1024 * 1024
 # Records waiting for a busy budget, read past so that another budget's records behind them are
 # reached (a Region's backlog does not hold back another's): a few megabytes, bounded.
 PARKING = Parking(records=4096, bytes=8 * 1024 * 1024)
+# Parked tasks per budget beyond which its further records wait as records, not tasks (a task costs
+# a few kilobytes, a record its size): 256 keep any budget's limiter fed.
+DEFER_AFTER = 256
 # The whole group waits for the slowest member's revocation: don't hold it longer than this.
 REVOKE_WAIT_SECONDS = 10.0
 # Of the shutdown budget, this much is kept for cancelling, the last commit and closing clients.
@@ -139,7 +142,12 @@ class Worker:
             on_committed=self.metrics.last_commit.set,
         )
         # The handler parks records in the window while they wait for a budget: built after it.
-        window = self._window(lambda record: handler.handle(record), tracker, committer)
+        window = self._window(
+            lambda record: handler.handle(record),
+            lambda record: handler.budget_of(record),
+            tracker,
+            committer,
+        )
         handler = Handler(
             signer,
             sink,
@@ -159,7 +167,11 @@ class Worker:
         return loop
 
     def _window(
-        self, run: RunRecord, tracker: OffsetTracker[TopicPartition], committer: Committer
+        self,
+        run: RunRecord,
+        budget_of: BudgetOf,
+        tracker: OffsetTracker[TopicPartition],
+        committer: Committer,
     ) -> Window:
         settings = self.settings
         urgent = settings.kafka.urgent_topic
@@ -183,6 +195,8 @@ class Worker:
             lane_of=lane_of,
             urgent_reserve=reserve,
             parking=PARKING,
+            budget_of=budget_of,
+            defer_after=DEFER_AFTER,
             on_size=self.metrics.inflight.set,
             on_done=finished,
         )

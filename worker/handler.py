@@ -84,12 +84,12 @@ class Routes(Protocol):
 
 
 class Parking(Protocol):
-    def parked(self) -> AbstractContextManager[None]:
+    def parked(self, budget: BudgetKey | None = None) -> AbstractContextManager[None]:
         """Around a wait for a budget: the record gives up its window slot meanwhile."""
 
 
 class _NoParking:
-    def parked(self) -> AbstractContextManager[None]:
+    def parked(self, budget: BudgetKey | None = None) -> AbstractContextManager[None]:
         return nullcontext()
 
 
@@ -161,6 +161,17 @@ class Handler:
         await self._report(record, result)
         self._account(record, result, time.monotonic() - started)
         return result
+
+    def budget_of(self, record: Record) -> BudgetKey | None:
+        """The budget a record's first call will wait for; None when that cannot be told (it
+        will end without a call, or the handler decides it)."""
+        if record.undecodable is not None:
+            return None
+        try:
+            targets = _targets(decode(record.value))
+            return self._router.route(targets[0]).budget
+        except Exception:
+            return None
 
     def _account(self, record: Record, result: Result, seconds: float) -> None:
         """Metrics and the outcome line: a failure here must not undo a terminal outcome."""
@@ -248,7 +259,7 @@ class Handler:
         last: SignOutError | None = None
         attempts.mark = self.outage.mark()
         while attempts.counted < self._retry.max_attempts:
-            with self._parking.parked():
+            with self._parking.parked(route.budget):
                 waited = await limiter.acquire(attempts.urgent)
             self._metrics.limiter_wait_of(route.region).observe(waited)
             attempts.made += 1

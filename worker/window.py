@@ -16,14 +16,20 @@ count against the buffer (the consume loop adds them up) and reading stops. A pa
 made no call, so a revoked partition's parked records, and all of them on close, are cancelled at
 once (redelivered to the next owner) rather than waited for. Urgent records are started before bulk
 ones and bulk records never hold the last `urgent_reserve` slots.
+
+A parked record is a task, and a task costs a few kilobytes. So once `defer_after` tasks wait for
+one budget, further bulk records of that budget are not started at all: they are *deferred*, kept
+as records (marked started in the tracker, so nothing is committed past them) and started in order
+as that budget's parked tasks get their calls. Telling a record's budget costs a decode, so it is
+asked only while that many tasks are parked. Deferred records count as parked for the allowance.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections import Counter
-from collections.abc import Callable, Collection, Coroutine, Iterable, Iterator
+from collections import Counter, deque
+from collections.abc import Callable, Collection, Coroutine, Hashable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -37,6 +43,8 @@ from worker.records import Lane, Record
 log = logging.getLogger(__name__)
 
 RunRecord = Callable[[Record], Coroutine[Any, Any, object]]
+# The budget a record will wait for (None: not known, start it).
+BudgetOf = Callable[[Record], Hashable | None]
 Task = asyncio.Task[object]
 
 
@@ -72,6 +80,8 @@ class Window:
         lane_of: Callable[[TopicPartition], Lane] = lambda partition: Lane.BULK,
         urgent_reserve: int = 0,
         parking: Parking = Parking(),
+        budget_of: BudgetOf = lambda record: None,
+        defer_after: int = 0,
         on_size: Callable[[int], None] = lambda size: None,
         on_done: Callable[[TopicPartition], None] = lambda partition: None,
     ) -> None:
@@ -88,6 +98,13 @@ class Window:
         self._parked: set[Task] = set()
         self._parking = parking
         self._parked_bytes = 0
+        self._budget_of = budget_of
+        self._defer_after = defer_after  # 0: never defer
+        self._parked_for: Counter[Hashable] = Counter()  # parked tasks per budget
+        self._park_keys: dict[Task, Hashable] = {}
+        self._deferred: dict[Hashable, deque[Record]] = {}
+        self._deferred_count = 0
+        self._deferred_bytes = 0
         self._active: Counter[Lane] = Counter()
         # Bumped on revocation: a late task of an earlier assignment must not mark a new one done.
         self._generation: dict[TopicPartition, int] = {}
@@ -108,14 +125,19 @@ class Window:
 
     @property
     def parked_count(self) -> int:
-        return len(self._parked)
+        """Records waiting for a budget: parked tasks and deferred records."""
+        return len(self._parked) + self._deferred_count
+
+    @property
+    def deferred_count(self) -> int:
+        return self._deferred_count
 
     @property
     def parked_over_allowance(self) -> int:
         """Parked records beyond the parking allowance: all of them once its bytes are spent."""
-        if self._parked_bytes > self._parking.bytes:
-            return len(self._parked)
-        return max(len(self._parked) - self._parking.records, 0)
+        if self._parked_bytes + self._deferred_bytes > self._parking.bytes:
+            return self.parked_count
+        return max(self.parked_count - self._parking.records, 0)
 
     def offer(self, records: Iterable[Record]) -> None:
         """Buffer fetched records (in offset order per partition) and start what fits."""
@@ -129,10 +151,30 @@ class Window:
     def _fill(self) -> None:
         while not self._closed:
             lanes = self._open_lanes()
-            record = self.buffer.pop(lanes) if lanes else None
+            if not lanes:
+                return
+            record = self.buffer.pop((Lane.URGENT,))  # urgent first, always
+            if record is None and Lane.BULK in lanes:
+                deferred = self._next_deferred()  # older than what is buffered
+                if deferred is not None:
+                    self._launch(deferred)
+                    continue
+                record = self.buffer.pop((Lane.BULK,))
             if record is None:
                 return
             self._start(record)
+
+    def _next_deferred(self) -> Record | None:
+        """The oldest deferred record of a budget with room for another parked task."""
+        for key, records in self._deferred.items():
+            if self._parked_for[key] < self._defer_after:
+                record = records.popleft()
+                if not records:
+                    del self._deferred[key]
+                self._deferred_count -= 1
+                self._deferred_bytes -= record_size(record)
+                return record
+        return None
 
     def _open_lanes(self) -> tuple[Lane, ...]:
         if self.active >= self.capacity:
@@ -142,7 +184,7 @@ class Window:
         return (Lane.URGENT, Lane.BULK)
 
     @contextmanager
-    def parked(self) -> Iterator[None]:
+    def parked(self, budget: Hashable | None = None) -> Iterator[None]:
         """Around a wait for a rate budget: the slot goes to the next record meanwhile."""
         task = asyncio.current_task()
         entry = self._tasks.get(task) if task is not None else None
@@ -151,6 +193,9 @@ class Window:
             return
         self._parked.add(task)
         self._parked_bytes += entry.size
+        if budget is not None:
+            self._park_keys[task] = budget
+            self._parked_for[budget] += 1
         self._active[entry.lane] -= 1
         self._fill()
         try:
@@ -159,15 +204,42 @@ class Window:
             if task in self._parked:
                 self._unpark(task, entry)
                 self._active[entry.lane] += 1
+                self._fill()  # a deferred record of this budget may start now
 
     def _unpark(self, task: Task, entry: _Entry) -> None:
         self._parked.discard(task)
         self._parked_bytes -= entry.size
+        budget = self._park_keys.pop(task, None)
+        if budget is not None:
+            self._parked_for[budget] -= 1
+            if not self._parked_for[budget]:
+                del self._parked_for[budget]
 
     def _start(self, record: Record) -> None:
         partition = partition_of(record)
-        lane = self._lane_of(partition)
         self._tracker.start(partition, record.offset)
+        if self._defer(record, partition):
+            return
+        self._launch(record)
+
+    def _defer(self, record: Record, partition: TopicPartition) -> bool:
+        """Keep a bulk record as a record while its budget already has enough parked tasks."""
+        if not self._defer_after or len(self._parked) < self._defer_after:
+            return False
+        if self._lane_of(partition) is not Lane.BULK:
+            return False
+        budget = self._budget_of(record)
+        if budget is None or self._parked_for[budget] < self._defer_after:
+            return False
+        self._deferred.setdefault(budget, deque()).append(record)
+        self._deferred_count += 1
+        self._deferred_bytes += record_size(record)
+        return True
+
+    def _launch(self, record: Record) -> None:
+        """Start the task of a record already marked started in the tracker."""
+        partition = partition_of(record)
+        lane = self._lane_of(partition)
         task: Task = asyncio.create_task(
             self._run(record), name=f"{record.topic}/{record.partition}@{record.offset}"
         )
@@ -215,12 +287,29 @@ class Window:
         """Drop the buffered records of `partitions` and cancel those parked for a budget (no
         call in flight: waiting for them would only hold the whole group's rebalance up); their
         tasks, to be settled."""
-        dropped = self.buffer.drop(partitions)
+        dropped = self.buffer.drop(partitions) + self._drop_deferred(partitions)
         if dropped:
             log.info("dropped buffered records of revoked partitions", extra={"records": dropped})
         tasks = self.tasks(partitions)
         self._cancel_parked(tasks, "cancelled records of revoked partitions waiting for a budget")
         return tasks
+
+    def _drop_deferred(self, partitions: Collection[TopicPartition]) -> int:
+        dropped = 0
+        for budget in list(self._deferred):
+            kept: deque[Record] = deque()
+            for record in self._deferred[budget]:
+                if partition_of(record) in partitions:
+                    dropped += 1
+                    self._deferred_bytes -= record_size(record)
+                else:
+                    kept.append(record)
+            if kept:
+                self._deferred[budget] = kept
+            else:
+                del self._deferred[budget]
+        self._deferred_count -= dropped
+        return dropped
 
     def _cancel_parked(self, tasks: Collection[Task], message: str) -> None:
         waiting = [task for task in tasks if task in self._parked]

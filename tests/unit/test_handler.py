@@ -686,7 +686,7 @@ class EmptyParking:
         return 0
 
     @contextlib.contextmanager
-    def parked(self) -> Iterator[None]:
+    def parked(self, budget: object = None) -> Iterator[None]:
         self.entered += 1
         yield
 
@@ -710,3 +710,13 @@ async def test_a_wait_for_the_budget_is_parked_even_when_the_window_is_empty() -
     result = await handler.handle(record(token_request()))
     assert result.outcome is Outcome.SIGNED_OUT
     assert parking.entered == 1
+
+
+def test_budget_of_tells_a_records_budget_without_a_call_or_none() -> None:
+    h = harness()
+    key = h.handler.budget_of(record(admin_request()))
+    assert key is not None
+    assert key.region == "us-east-1"
+    assert h.handler.budget_of(record(b"not json")) is None
+    assert h.handler.budget_of(record(None)) is None
+    assert h.signer.calls == []

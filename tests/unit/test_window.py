@@ -10,7 +10,7 @@ from aiokafka import TopicPartition
 from tests.unit.fake_kafka import record
 from worker.buffer import RecordBuffer, record_size
 from worker.offsets import OffsetTracker
-from worker.records import Record
+from worker.records import Lane, Record
 from worker.window import Parking, Window, settle
 
 P0 = TopicPartition("t", 0)
@@ -242,3 +242,93 @@ async def test_close_cancels_parked_records_at_once_and_waits_for_calls_in_fligh
     asyncio.get_running_loop().call_later(0.05, finish.set)
     assert await settle(tasks, 5.0, 1.0) == 0
     assert tracker.safe_offset(P0) == 1  # the parked records were never marked done
+
+
+class Budgets:
+    """Budgets named by the record's value; a record waits for its budget's next grant."""
+
+    def __init__(self) -> None:
+        self.grants: dict[bytes, asyncio.Queue[None]] = {}
+        self.started: list[tuple[bytes, int]] = []
+        self.signed: list[tuple[bytes, int]] = []
+
+    def grant(self, budget: bytes, count: int = 1) -> None:
+        for _ in range(count):
+            self.grants.setdefault(budget, asyncio.Queue()).put_nowait(None)
+
+    def window(self, capacity: int, tracker: OffsetTracker[TopicPartition], **kw: object) -> Window:
+        window: Window
+
+        async def run(rec: Record) -> object:
+            budget = rec.value or b""
+            self.started.append((budget, rec.offset))
+            with window.parked(budget):
+                await self.grants.setdefault(budget, asyncio.Queue()).get()
+            self.signed.append((budget, rec.offset))
+            return rec.offset
+
+        window = Window(
+            capacity,
+            run,
+            tracker,
+            RecordBuffer(1000, 1 << 20),
+            budget_of=lambda rec: rec.value,
+            **kw,  # type: ignore[arg-type]
+        )
+        return window
+
+
+async def test_records_beyond_a_budgets_parked_tasks_wait_as_records_and_start_in_order() -> None:
+    budgets = Budgets()
+    tracker: OffsetTracker[TopicPartition] = OffsetTracker()
+    window = budgets.window(4, tracker, defer_after=3, parking=Parking(100, 1 << 20))
+    eu = [record(0, o, value=b"eu") for o in range(10)]
+    us = [record(0, o, value=b"us") for o in range(10, 12)]
+    window.offer(eu + us)
+    await settle_loop()
+    # A few tasks wait for eu (three, plus those started before the third had parked); the other
+    # eu records are kept as records, and the us records behind them are reached.
+    eu_tasks = [o for b, o in budgets.started if b == b"eu"]
+    assert eu_tasks == list(range(len(eu_tasks)))
+    assert 3 <= len(eu_tasks) < 3 + window.capacity
+    assert [o for b, o in budgets.started if b == b"us"] == [10, 11]
+    assert window.deferred_count == 10 - len(eu_tasks)
+    assert window.parked_count == 12
+    budgets.grant(b"us", 2)
+    await settle_loop()
+    assert budgets.signed == [(b"us", 10), (b"us", 11)]
+    assert tracker.safe_offset(P0) == 0  # nothing committed past the waiting eu records
+    budgets.grant(b"eu", 10)
+    for _ in range(10):
+        await settle_loop()
+    assert [o for b, o in budgets.signed if b == b"eu"] == list(range(10))  # in order, each once
+    assert window.deferred_count == 0
+    assert tracker.safe_offset(P0) == 12
+    assert await settle(window.close(), 1.0, 1.0) == 0
+
+
+async def test_urgent_records_are_never_deferred_and_revoke_drops_deferred_records() -> None:
+    budgets = Budgets()
+    tracker: OffsetTracker[TopicPartition] = OffsetTracker()
+    urgent = TopicPartition("u", 0)
+    window = budgets.window(
+        4,
+        tracker,
+        defer_after=1,
+        lane_of=lambda p: Lane.URGENT if p == urgent else Lane.BULK,
+        urgent_reserve=1,
+    )
+    window.offer([record(0, o, value=b"eu") for o in range(5)])
+    window.offer([record(0, o, topic="u", value=b"eu") for o in range(2)])
+    await settle_loop()
+    assert window.deferred_count > 0
+    urgent_started = [o for o in range(2) if (b"eu", o) in budgets.started]
+    assert urgent_started == [0, 1]  # both urgent records run, however many eu tasks wait
+    tasks = window.revoke([P0])
+    assert window.deferred_count == 0
+    await settle(tasks, 1.0, 1.0)
+    assert window.parked_count == 2  # the urgent partition's records still wait
+    budgets.grant(b"eu", 2)
+    await settle_loop()
+    assert sorted(budgets.signed) == [(b"eu", 0), (b"eu", 1)]
+    assert await settle(window.close(), 1.0, 1.0) == 0
