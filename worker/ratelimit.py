@@ -38,9 +38,9 @@ rate, and those stay in Cognito's one-second window for a second. `hold` grants 
 `decrease_factor` (at most once per `decrease_interval`, so one burst of throttles counts once) and
 the next slot is a full interval at the new rate away; each success adds back `increase_fraction`
 of the ceiling per second's worth of successes, never above the ceiling (this replica's share of
-the budget, set on every rebalance). The decrease goes no lower than half the rate, but straight
-down to the rate of successes over the last interval when that is less: what another app leaves
-is found in a step or two. A throttle after `QUIET_SECONDS` without one takes only
+the budget, set on every rebalance). The decrease goes straight down to the successes of the last
+second (Cognito's window) when they are fewer (to what another app leaves, in a step or two), and
+no lower than half the rate. A throttle after `QUIET_SECONDS` without one takes only
 `quiet_decrease_factor` off: at a quota exactly equal to the budget it is one call landing early,
 and if it is another app, the next throttle an interval later takes the full step. Near the rate
 it was last throttled at (within 10%) it climbs `CAUTIOUS_SLOWDOWN` times slower: what is left of
@@ -94,9 +94,9 @@ class RateLimiter:
         rate: float,
         *,
         burst: float = 1.0,
-        decrease_factor: float = 0.85,
+        decrease_factor: float = 0.9,
         quiet_decrease_factor: float = 0.95,
-        decrease_interval: float = 0.5,
+        decrease_interval: float = 0.25,
         increase_fraction: float = 0.05,
         warmup_timeout: float = 5.0,
         window: float = 1.0,
@@ -215,14 +215,13 @@ class RateLimiter:
         self.on_done()
 
     def _decreased(self, factor: float, now: float) -> float:
-        """The rate after a throttle: `factor` of it, or the rate of successes over the last
-        `decrease_interval` if that is less (straight down to what another app leaves), never
+        """The rate after a throttle: `factor` of it, or of the successes in the last second
+        (Cognito's window) if that is less (straight down to what another app leaves), never
         below half of it."""
-        span = self._decrease_interval if self._decrease_interval > 0 else 1.0
-        self._forget_successes(now, span)
+        self._forget_successes(now, 1.0)
         target = self._rate * factor
         if self._successes:
-            target = min(target, len(self._successes) / span)
+            target = min(target, float(len(self._successes)))
         return max(target, self._rate * min(self._decrease, 0.5))
 
     def _forget_successes(self, now: float, span: float) -> None:
@@ -234,12 +233,12 @@ class RateLimiter:
         self.on_done()
         now = self._now()
         self._successes.append(now)
-        self._forget_successes(now, max(self._decrease_interval, 1.0))
+        self._forget_successes(now, 1.0)
         if self._rate < self._ceiling:
-            per_second = self._ceiling * self._increase_fraction
-            if abs(self._rate - self._throttled_at) <= CAUTIOUS_BAND * self._throttled_at:
+            per_second = max(self._ceiling * self._increase_fraction, 0.5)
+            if self._rate >= 1.0 and self._near_last_throttle():
                 per_second /= CAUTIOUS_SLOWDOWN
-            step = max(per_second, 0.5) / max(self._rate, 1.0)
+            step = per_second / max(self._rate, 1.0)
             self._set_rate(min(self._ceiling, self._rate + step))
 
     def on_done(self) -> None:
@@ -251,6 +250,9 @@ class RateLimiter:
         if self._warm_by is not None and now < self._warm_by:
             self._not_before = max(self._not_before, now)  # the schedule starts from here
         self._pump()
+
+    def _near_last_throttle(self) -> bool:
+        return abs(self._rate - self._throttled_at) <= CAUTIOUS_BAND * self._throttled_at
 
     def _set_rate(self, rate: float) -> None:
         if rate != self._rate:

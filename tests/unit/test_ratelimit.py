@@ -658,18 +658,18 @@ async def test_a_throttle_after_a_quiet_spell_takes_a_light_step_and_the_next_th
 
 async def test_a_throttle_drops_straight_to_what_succeeded_in_the_last_second() -> None:
     timer = FakeTimer()
-    limiter = RateLimiter(60.0, decrease_factor=0.85, quiet_decrease_factor=0.95, timer=timer)
+    limiter = RateLimiter(60.0, decrease_factor=0.9, quiet_decrease_factor=0.95, timer=timer)
     for i in range(20):  # 20/s got through: another app has the rest
         timer.now = START + i * 0.05
         limiter.on_success()
     limiter.on_throttled()
     assert limiter.rate == pytest.approx(30.0)  # never below half in one step
     timer.now += 1.0
-    for _ in range(10):  # 10 in the last half second: 20/s get through
+    for _ in range(19):  # 19 in the last second get through
         timer.now += 0.05
         limiter.on_success()
     limiter.on_throttled()
-    assert limiter.rate == pytest.approx(20.0)
+    assert limiter.rate == pytest.approx(19.0)
 
 
 async def test_a_hold_grants_nothing_but_one_urgent_request() -> None:
