@@ -9,6 +9,8 @@ finds nobody waiting is scheduled no earlier than its arrival, so an idle limite
 
 **Never over the budget in any window.** On top of the schedule, no `window` seconds (default one,
 Cognito's quota period) hold more than ⌈rate⌉ grants, the rate being the one in force at each grant.
+A grant counts from when its caller actually resumed: on a busy event loop that can be some
+milliseconds after the grant, and the call goes out then.
 So making up never puts a second over the budget; what a late wake-up costs is at most its own
 lateness once per second (about 0.1% for 1 ms), where a token bucket capped at one token loses it
 on every interval. The window counts grants; a call reaches Cognito a little later and that delay
@@ -163,11 +165,24 @@ class RateLimiter:
         self._waiting[lane] += 1
         self._pump()
         try:
-            await granted
+            granted_at = await granted
         except asyncio.CancelledError:
             self._abandon(granted, lane)
             raise
-        return self._now() - started
+        now = self._now()
+        if now > granted_at:
+            self._resumed_late(granted_at, now)
+        return now - started
+
+    def _resumed_late(self, granted_at: float, now: float) -> None:
+        """The caller ran only now (a busy loop): its call goes out now, so the window counts it
+        from now, and the calls after it keep their distance from when it really went."""
+        recent = self._recent
+        for i in range(len(recent) - 1, -1, -1):
+            if recent[i] == granted_at:
+                del recent[i]
+                recent.append(now)  # no grant is later than now: the order holds
+                return
 
     def set_ceiling(self, rate: float, raise_after: float = 0.0) -> None:
         """A new share of the budget (after a rebalance); the current rate follows at most.

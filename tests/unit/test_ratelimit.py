@@ -684,3 +684,24 @@ async def test_a_hold_grants_nothing_but_one_urgent_request() -> None:
     assert [label for label, t in load.grants if t >= START + 1.0][:2] == ["urgent", "bulk"]
     assert min(t for label, t in load.grants if label == "bulk") >= START + 1.0
     await load.stop()
+
+
+async def test_a_caller_resuming_late_is_counted_from_when_it_ran() -> None:
+    limiter, timer = _limiter(2.0)
+    first = asyncio.create_task(limiter.acquire())
+    await settle()
+    assert first.done()  # granted at START and ran at once
+    second = asyncio.ensure_future(limiter.acquire())
+    await settle()
+    assert timer.fire_next()  # granted at START + 0.5, without letting the task run...
+    timer.now = START + 0.8  # ... the loop was busy: it ran only at START + 0.8
+    await settle()
+    assert second.done()
+    third = asyncio.ensure_future(limiter.acquire())
+    await timer.run_until(START + 1.0)
+    assert third.done()  # its slot, START + 1.0: one call (at START + 0.8) in the second before
+    fourth = asyncio.ensure_future(limiter.acquire())
+    await timer.run_until(START + 1.79)
+    assert not fourth.done()  # its slot was START + 1.5, but START + 0.8 and 1.0 are in the second
+    await timer.run_until(START + 1.81)
+    assert fourth.done()
