@@ -43,11 +43,13 @@ of the ceiling per second's worth of successes, never above the ceiling (this re
 the budget, set on every rebalance). The decrease goes straight down to the successes of the last
 second (Cognito's window) when they are fewer (to what another app leaves, in a step or two), and
 no lower than half the rate. A throttle after `QUIET_SECONDS` without one takes only
-`quiet_decrease_factor` off: at a quota exactly equal to the budget it is one call landing early,
-and if it is another app, the next throttle an interval later takes the full step. Near the rate
-it was last throttled at (within 10%) it climbs `CAUTIOUS_SLOWDOWN` times slower: what is left of
-a shared quota is found again quickly and then probed gently, so throttles stay rare and the rate
-stays close to what is available.
+`quiet_decrease_factor` off: at a quota exactly equal to the budget it is one call landing early; if
+it is another app, the next throttles (three) confirm it and take the full step at once. When more
+calls were refused than accepted since the last step, Cognito's window is full and anything sent
+before it frees is refused too: the next call waits a whole interval. Near the rate it was last
+throttled at (within 10%) it climbs `CAUTIOUS_SLOWDOWN` times slower: what is left of a shared quota
+is found again quickly and then probed gently, so throttles stay rare and the rate stays close to
+what is available.
 
 The event loop is taken at first use (or a `Timer` is injected), and nothing is shared between
 limiters: one per budget.
@@ -64,6 +66,7 @@ from typing import Protocol
 MIN_RATE = 0.1
 CAUTIOUS_SLOWDOWN = 8.0
 CAUTIOUS_BAND = 0.1  # within 10% of the rate last throttled at
+CONFIRMING_THROTTLES = 3  # after a light step: another app, not a stray early call
 QUIET_SECONDS = 10.0  # a throttle after this long without one: a light step (a stray call)
 URGENT, BULK = 0, 1
 
@@ -116,6 +119,8 @@ class RateLimiter:
         self._throttled_at = float("inf")  # the rate when Cognito last said "too many"
         self._quiet_decrease = quiet_decrease_factor
         self._successes: deque[float] = deque()  # recent successful completions
+        self._refused = self._accepted = 0  # throttles and successes since the last decrease
+        self._light = False  # the last decrease was the light one after a quiet spell
         self._ceiling = max(rate, MIN_RATE)
         self._rate = self._ceiling
         self._slot = float("-inf")  # the scheduled time of the last grant
@@ -218,14 +223,23 @@ class RateLimiter:
     def on_throttled(self) -> None:
         """Multiplicative decrease, once per interval however many throttles arrive in it."""
         now = self._now()
-        if now - self._last_decrease >= self._decrease_interval:
+        self._refused += 1
+        # After a light step, more throttles are confirmation, not the same burst: step at once.
+        # (An early call at an exact quota makes two: the call after it finds the window full.)
+        confirmed = self._light and self._refused >= CONFIRMING_THROTTLES
+        if confirmed or now - self._last_decrease >= self._decrease_interval:
             quiet = now - self._last_decrease >= QUIET_SECONDS
+            self._light = quiet and self._quiet_decrease > self._decrease
+            # More refused than accepted since the last step: Cognito's window is full, and
+            # whatever is sent before it frees is refused too. Wait out one interval.
+            shut = not quiet and self._refused > self._accepted
             factor = self._quiet_decrease if quiet else self._decrease
             self._last_decrease = now
+            self._refused = self._accepted = 0
             self._throttled_at = self._rate
             self._rate = max(self._decreased(factor, now), MIN_RATE)
-            # Cognito said "too many": the next call waits a full interval at the new rate.
-            self._not_before = max(self._not_before, now + 1.0 / self._rate)
+            pause = self._decrease_interval if shut else 1.0 / self._rate
+            self._not_before = max(self._not_before, now + pause)
             self._changed()
         self.on_done()
 
@@ -247,6 +261,7 @@ class RateLimiter:
         """Additive increase: `increase_fraction` of the ceiling per second of successes."""
         self.on_done()
         now = self._now()
+        self._accepted += 1
         self._successes.append(now)
         self._forget_successes(now, 1.0)
         if self._rate < self._ceiling:

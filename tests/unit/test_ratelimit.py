@@ -705,3 +705,21 @@ async def test_a_caller_resuming_late_is_counted_from_when_it_ran() -> None:
     assert not fourth.done()  # its slot was START + 1.5, but START + 0.8 and 1.0 are in the second
     await timer.run_until(START + 1.81)
     assert fourth.done()
+
+
+async def test_a_second_throttle_confirms_a_light_step_and_a_refused_interval_pauses() -> None:
+    timer = FakeTimer()
+    limiter = RateLimiter(60.0, decrease_factor=0.9, quiet_decrease_factor=0.95, timer=timer)
+    limiter.on_throttled()
+    assert limiter.rate == pytest.approx(57.0)  # light: maybe one early call
+    timer.now += 0.01
+    limiter.on_throttled()  # the call after an early one finds the window full: still light
+    limiter.on_throttled()
+    assert limiter.rate == pytest.approx(57.0)
+    limiter.on_throttled()  # three: another app. The full step at once, and more refused than
+    assert limiter.rate == pytest.approx(57.0 * 0.9)  # accepted since: nothing for an interval
+    load = Load(limiter, timer)
+    load.start("a")
+    await timer.run_for(1.0)
+    assert load.times()[0] >= START + 0.01 + 0.25
+    await load.stop()
