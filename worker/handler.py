@@ -163,14 +163,19 @@ class Handler:
         return result
 
     def budget_of(self, record: Record) -> BudgetKey | None:
-        """The budget a record's first call will wait for; None when that cannot be told (it
-        will end without a call, or the handler decides it)."""
+        """The budget a record's first call will wait for, or None: then the window starts the
+        record as a task and `handle` decides it. A hint only, never an outcome."""
         if record.undecodable is not None:
             return None
         try:
             targets = _targets(decode(record.value))
             return self._router.route(targets[0]).budget
+        except PermanentError:
+            return None  # it ends without a call (invalid_payload, token_invalid, ...)
         except Exception:
+            # The worker's own bug. Not swallowed: `handle` meets it again when the record runs
+            # and ends it as internal_error (logged, counted, alerted). Raising here would break
+            # the window's fill loop, which must keep starting the other records.
             return None
 
     def _account(self, record: Record, result: Result, seconds: float) -> None:

@@ -720,3 +720,31 @@ def test_budget_of_tells_a_records_budget_without_a_call_or_none() -> None:
     assert h.handler.budget_of(record(b"not json")) is None
     assert h.handler.budget_of(record(None)) is None
     assert h.signer.calls == []
+
+
+class _RouterFailing:
+    """A `Routes` whose route raises what it is given (a bug, or a cancellation)."""
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+    def route(self, target: Target) -> Any:
+        raise self.error
+
+
+async def test_a_bug_behind_budget_of_is_met_again_by_handle_and_ends_as_internal_error() -> None:
+    h = harness()
+    h.handler._router = _RouterFailing(RuntimeError("bug"))  # the same handler, a broken seam
+    rec = record(token_request("e-1"))
+    assert h.handler.budget_of(rec) is None  # only a hint: the window starts the record
+    result = await h.handler.handle(rec)
+    assert (result.outcome, result.reason) == (Outcome.DEAD_LETTERED, Reason.INTERNAL_ERROR)
+    assert h.sink.dead_letter_calls == 1
+    assert h.signer.calls == []
+
+
+def test_budget_of_never_swallows_a_cancellation() -> None:
+    h = harness()
+    h.handler._router = _RouterFailing(asyncio.CancelledError())
+    with pytest.raises(asyncio.CancelledError):
+        h.handler.budget_of(record(token_request("e-1")))
