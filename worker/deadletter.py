@@ -310,17 +310,17 @@ class KafkaDeadLetters:
             raise
         except _BEFORE_QUEUING:  # above max_request_size, or no metadata yet: producer is fine
             raise
-        except Exception:  # its sender task died: every later send would raise the same
-            await self._replace(generation)
+        except Exception as exc:  # its sender task died: every later send would raise the same
+            await self._replace_after(exc, generation)
             raise
         try:
             await _within(asyncio.ensure_future(delivery), retired, own=False)
         except ProducerReplaced:
             raise
-        except Exception:
+        except Exception as exc:
             # Idempotent delivery retries transient errors itself: a failed batch is final and
             # its sequence number is now lost to the broker, so this producer is poisoned.
-            await self._replace(generation)
+            await self._replace_after(exc, generation)
             raise
 
     def _current(self) -> tuple[Producer, int]:
@@ -328,11 +328,21 @@ class KafkaDeadLetters:
             raise RuntimeError("KafkaDeadLetters used outside `async with`")
         return self._producer, self._generation
 
-    async def _replace(self, generation: int) -> None:
-        """One fresh producer per poisoned one, however many writers saw it fail."""
+    async def _replace_after(self, exc: Exception, generation: int) -> None:
+        """A write failed on producer `generation`. If another writer has replaced it meanwhile,
+        the failure is the old producer's (poisoned, or closed while stopping), not this write's:
+        it goes again on the successor. Otherwise this writer replaces it and the error stands."""
+        if not await self._replace(generation):
+            raise ProducerReplaced("the write failed on a producer since replaced") from exc
+
+    async def _replace(self, generation: int) -> bool:
+        """One fresh producer per poisoned one, however many writers saw it fail. False when
+        another writer had already replaced producer `generation`."""
         async with self._replacing:
-            if generation != self._generation or self._producer is None:
-                return
+            if self._producer is None:
+                return True  # closing: nothing to write again on
+            if generation != self._generation:
+                return False
             fresh = self._producers()
             try:
                 await _start(fresh)
@@ -340,13 +350,14 @@ class KafkaDeadLetters:
                 log.warning(
                     "dead-letter producer restart failed", extra={"error": type(exc).__name__}
                 )
-                return
+                return True
             old, self._producer = self._producer, fresh
             self._generation += 1
             retired, self._retired = self._retired, asyncio.Event()
         log.info("dead-letter producer replaced", extra={"generation": self._generation})
         await _stop_quietly(old)  # flushes: most writes pending on it end here, one way or another
         retired.set()  # what is still pending is written again on the new producer
+        return True
 
 
 async def _within(step: asyncio.Future[Any], retired: asyncio.Event, *, own: bool) -> Any:

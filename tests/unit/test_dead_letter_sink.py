@@ -170,10 +170,33 @@ async def test_concurrent_writers_on_a_poisoned_producer_replace_it_once() -> No
             *(s.sink.dead_letter(_record(offset=n), _result()) for n in range(5)),
             return_exceptions=True,
         )
-        assert all(isinstance(r, OutOfOrderSequenceNumber) for r in results)
+        # The first to fail replaces the producer and reports; the others failed only because
+        # the producer was poisoned, so they go again on its successor.
+        assert [type(r) for r in results].count(OutOfOrderSequenceNumber) == 1
+        assert results.count(None) == 4
         assert len(s.broker.producers) == 2
         await asyncio.gather(*(s.sink.dead_letter(_record(offset=n), _result()) for n in range(5)))
-    assert len(s.broker.log) == 5
+    assert len(s.broker.log) == 9
+
+
+async def test_a_result_written_beside_a_too_large_dead_letter_is_not_lost() -> None:
+    s = Sink(_broker(max_message_bytes=1_000))
+    sink = KafkaDeadLetters(
+        s.broker.make,
+        KafkaSettings(dlq_topic="dlq", results_topic="results"),
+        redact=True,
+        metrics=s.metrics,
+        health=s.health,
+    )
+    ok = Result(Outcome.SIGNED_OUT, Reason.GLOBAL_SIGN_OUT)
+    async with sink:
+        # The too-large dead letter poisons the producer the result is queued on too.
+        await asyncio.gather(
+            sink.dead_letter(_record(b"v" * 5_000), _result()),
+            *(sink.report(_record(offset=n), ok) for n in range(3)),
+        )
+    assert sorted(sent.topic for sent in s.broker.log) == ["dlq", "results", "results", "results"]
+    assert len(s.broker.producers) == 2
 
 
 async def test_a_producer_whose_sender_died_is_replaced_too() -> None:
