@@ -31,8 +31,33 @@ SMALL_TOPIC_BYTES = 2_000  # max.message.bytes of the DLQ topic in the too-large
 UNWRITABLE_BYTES = 64  # below even a dead letter without value, key and carried headers
 
 
-async def fast_sleep(delay: float) -> None:
-    await asyncio.sleep(min(delay, 0.05))  # the DLQ retry's backoff, shortened for the test
+class Gate:
+    """The DLQ retry's backoff, shortened for the test. Closed, it holds each retrying writer
+    between two rounds, so no round straddles a change of the topic's limit."""
+
+    def __init__(self) -> None:
+        self.open = asyncio.Event()
+        self.open.set()
+        self._held = 0
+        self._changed = asyncio.Condition()
+
+    async def close(self, writers: int) -> None:
+        """Close, and return once `writers` writers are held."""
+        self.open.clear()
+        async with self._changed:
+            await self._changed.wait_for(lambda: self._held >= writers)
+
+    async def sleep(self, delay: float) -> None:
+        await asyncio.sleep(min(delay, 0.05))
+        if self.open.is_set():
+            return
+        async with self._changed:
+            self._held += 1
+            self._changed.notify_all()
+        try:
+            await self.open.wait()
+        finally:
+            self._held -= 1
 
 
 @pytest.fixture
@@ -55,6 +80,19 @@ async def dlq_topic(admin: AIOKafkaAdminClient, max_message_bytes: int | None = 
 async def set_max_message_bytes(admin: AIOKafkaAdminClient, topic: str, size: int) -> None:
     resource = ConfigResource(ConfigResourceType.TOPIC, topic, {"max.message.bytes": str(size)})
     await admin.alter_configs([resource])
+
+
+async def until_applied(admin: AIOKafkaAdminClient, topic: str, size: int) -> None:
+    """Until the broker reports the topic's new limit, and a moment for it to take effect."""
+    resource = ConfigResource(ConfigResourceType.TOPIC, topic)
+    async with asyncio.timeout(30):
+        while True:
+            (response,) = await admin.describe_configs([resource])
+            entries = {e[0]: e[1] for r in response.resources for e in r[4]}
+            if entries.get("max.message.bytes") == str(size):
+                break
+            await asyncio.sleep(0.05)
+    await asyncio.sleep(0.5)
 
 
 class WatchedHealth(FakeDeadLetterHealth):
@@ -80,6 +118,7 @@ class Rig:
         self.kafka = KafkaSettings(bootstrap_servers=bootstrap, dlq_topic=dlq, group_id="g")
         self.metrics = Metrics()
         self.health = WatchedHealth(enough=9)
+        self.gate = Gate()
         self.sink = KafkaDeadLetters(
             kafka_producers(self.kafka),
             self.kafka,
@@ -96,7 +135,7 @@ class Rig:
             dedup=DedupSettings(),
             admin_enabled=True,
             progress=FakeProgress(),
-            sleep=fast_sleep,
+            sleep=self.gate.sleep,
         )
 
     def total_write_errors(self) -> float:
@@ -166,7 +205,11 @@ async def test_a_dlq_made_unwritable_then_fixed_resumes_by_itself_and_loses_noth
             await rig.health.failed_enough.wait()  # three rounds of full, no value, bare
         assert rig.total_write_errors() >= 9
         assert not any(task.done() for task in waiting)  # no outcome before the ack
+        async with asyncio.timeout(30):
+            await rig.gate.close(len(waiting))
         await set_max_message_bytes(admin, dlq, 1_000_000)
+        await until_applied(admin, dlq, 1_000_000)
+        rig.gate.open.set()
         async with asyncio.timeout(60):
             results = await asyncio.gather(*waiting)
     assert {r.outcome for r in results} == {Outcome.DEAD_LETTERED}
