@@ -110,6 +110,7 @@ class Window:
         self._generation: dict[TopicPartition, int] = {}
         self._changed = asyncio.Event()
         self._closed = False
+        self._fill_pending = False
 
     def __len__(self) -> int:
         return len(self._tasks)
@@ -197,7 +198,7 @@ class Window:
             self._park_keys[task] = budget
             self._parked_for[budget] += 1
         self._active[entry.lane] -= 1
-        self._fill()
+        self._fill_soon()  # only if the wait is real: a budget granted at once keeps the slot
         try:
             yield
         finally:
@@ -205,6 +206,15 @@ class Window:
                 self._unpark(task, entry)
                 self._active[entry.lane] += 1
                 self._fill()  # a deferred record of this budget may start now
+
+    def _fill_soon(self) -> None:
+        if not self._fill_pending:
+            self._fill_pending = True
+            asyncio.get_running_loop().call_soon(self._scheduled_fill)
+
+    def _scheduled_fill(self) -> None:
+        self._fill_pending = False
+        self._fill()
 
     def _unpark(self, task: Task, entry: _Entry) -> None:
         self._parked.discard(task)

@@ -151,7 +151,7 @@ async def test_the_loop_reads_past_parked_records_up_to_the_parking_allowance() 
     loop, window, _ = rig(source, Held(), parking=Parking(records=100, bytes=1 << 20))
     window._run = park
     bound = 100 + window.buffer.max_records + window.capacity  # + records starting, not parked
-    for _ in range(40):
+    for _ in range(100):
         await polls(loop, 1)
         assert sum(source.positions.values()) <= bound
     # A backlog parked on one budget is read past, as far as the allowance and the buffer go.

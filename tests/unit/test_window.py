@@ -332,3 +332,31 @@ async def test_urgent_records_are_never_deferred_and_revoke_drops_deferred_recor
     await settle_loop()
     assert sorted(budgets.signed) == [(b"eu", 0), (b"eu", 1)]
     assert await settle(window.close(), 1.0, 1.0) == 0
+
+
+async def test_a_budget_granted_at_once_does_not_give_the_slot_away() -> None:
+    """Parking frees a slot only for a real wait: a record whose grant comes without a wait must
+    not start another one, or the window runs past its capacity (every call starting the next)."""
+    running: list[int] = []
+    peak = 0
+    release = asyncio.Event()
+
+    async def run(rec: Record) -> object:
+        nonlocal peak
+        running.append(rec.offset)
+        with window.parked():
+            pass  # the budget had a call free: no wait
+        peak = max(peak, window.active)
+        await release.wait()
+        running.remove(rec.offset)
+        return rec.offset
+
+    tracker: OffsetTracker[TopicPartition] = OffsetTracker()
+    window = Window(4, run, tracker, RecordBuffer(100, 1 << 20))
+    window.offer([record(0, o) for o in range(40)])
+    await settle_loop()
+    assert len(running) == 4
+    assert peak <= 4
+    release.set()
+    await settle_loop()
+    await settle(window.close(), 0, 1)
