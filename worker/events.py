@@ -99,9 +99,10 @@ def _describe(exc: ValidationError) -> str:
     return "; ".join(parts)
 
 
-def preflight(token: str, now: float) -> None:
+def preflight(token: str | TokenTarget, now: float) -> None:
     """Decide locally what needs no call: malformed JWT (token_invalid) or past `exp` (expired)."""
-    if _expiry(claims(token).get("exp")) + CLOCK_SKEW_SECONDS < now:
+    payload = token.claims() if isinstance(token, TokenTarget) else claims(token)
+    if _expiry(payload.get("exp")) + CLOCK_SKEW_SECONDS < now:
         raise PermanentError(Reason.TOKEN_EXPIRED, LOCAL_CODE, "token exp is in the past")
 
 
@@ -143,9 +144,17 @@ class TokenTarget:
     token: SecretStr
     # Hashed once: dedup, the outcome line and the dead letter each name the target.
     fingerprint: Fingerprint = field(init=False, repr=False, compare=False)
+    # Decoded once, on first use: the expiry check and the routing both read them.
+    _claims: dict[str, Any] | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "fingerprint", fingerprint(self.token.get_secret_value()))
+
+    def claims(self) -> dict[str, Any]:
+        """The token's unverified claims (`claims`), else `token_invalid`."""
+        if self._claims is None:
+            object.__setattr__(self, "_claims", claims(self.token.get_secret_value()))
+        return self._claims  # type: ignore[return-value]
 
     @property
     def key(self) -> str:

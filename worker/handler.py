@@ -229,7 +229,7 @@ class Handler:
         if token is None:
             return await self._admin(request, admin, attempts, Reason.ADMIN_SIGN_OUT)
         try:
-            preflight(token.token.get_secret_value(), self._now())
+            preflight(token, self._now())
             await self._call(token, attempts)
         except PermanentError as exc:
             if admin is None or exc.reason not in _TOKEN_REFUSED:

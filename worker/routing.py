@@ -59,7 +59,7 @@ class Router:
 
     def route(self, target: Target) -> Route:
         if isinstance(target, TokenTarget):
-            region, pool_id = token_origin(target.token.get_secret_value(), self._cognito.region)
+            region, pool_id = token_origin(target, self._cognito.region)
             return self._routed(region, pool_id, None)
         region = self._admin_region(target)
         return self._routed(region, target.user_pool_id, self._role_for(target.user_pool_id))
@@ -93,9 +93,9 @@ class Router:
         return roles.get(pool_id) or (roles.get(account) if account is not None else None)
 
 
-def token_origin(token: str, fallback_region: str) -> tuple[str, str | None]:
+def token_origin(token: str | TokenTarget, fallback_region: str) -> tuple[str, str | None]:
     """(Region, pool id) of a token from its `iss`; (fallback_region, None) when it has none."""
-    issuer = claims(token).get("iss")
+    issuer = (token.claims() if isinstance(token, TokenTarget) else claims(token)).get("iss")
     if issuer is None:
         return fallback_region, None
     if not isinstance(issuer, str):
