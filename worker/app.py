@@ -7,6 +7,7 @@ cleanup logged rather than raised. SIGTERM/SIGINT set the stop event; the consum
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 import time
@@ -58,6 +59,10 @@ CLOSE_RESERVE_SECONDS = 5.0
 CANCEL_WAIT_SECONDS = 2.0
 # With an urgent topic, bulk records never hold the last 1/8 of the window's slots.
 URGENT_RESERVE_DIVISOR = 8
+# The collector: a record's objects die young, by reference count; a young collection only walks
+# the survivors, so running one every 10,000 allocations instead of 700 costs the same memory
+# bound and a fraction of the CPU (at full speed the default spent about 8% of it collecting).
+YOUNG_COLLECTION_THRESHOLD = 10_000
 
 
 @dataclass
@@ -284,6 +289,14 @@ async def _quietly(name: str, close: Callable[[], Awaitable[None]]) -> None:
         await close()
     except Exception as exc:
         log.warning("cleanup failed", extra={"component": name, "error": type(exc).__name__})
+
+
+def tune_collector() -> None:
+    """For the process that runs the worker (not a test's): collect young objects less often, and
+    leave everything loaded so far (modules, settings, models) out of every later collection."""
+    _, middle, old = gc.get_threshold()
+    gc.set_threshold(YOUNG_COLLECTION_THRESHOLD, middle, old)
+    gc.freeze()
 
 
 async def run_worker(settings: Settings, options: RunOptions | None = None) -> int:

@@ -46,12 +46,13 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from worker.app import RunOptions, run_worker
+    from worker.app import RunOptions, run_worker, tune_collector
     from worker.logs import configure
     from worker.startup import StartupError
 
     settings = load_settings()
     configure(settings.log.level, settings.log.format, wire_debug=settings.log.wire_debug)
+    tune_collector()
     try:
         return asyncio.run(run_worker(settings, RunOptions(until_idle_seconds=args.until_idle)))
     except StartupError as exc:  # its one line is the whole story: no traceback
