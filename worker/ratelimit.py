@@ -3,9 +3,13 @@
 **Schedule (GCRA / virtual scheduling).** Each grant has a scheduled time, its *slot*; the next slot
 is one emission interval T = 1/rate after the last one, and a waiter is granted once its slot has
 come. A late wake-up does not move the schedule: the next slot stays where it was, so the time lost
-is made up. Making up is bounded by the tolerance, `burst` emission intervals (default one): the
-next slot is never earlier than `last grant + T - burst·T`. Idle time is not owed: a request that
-finds nobody waiting is scheduled no earlier than its arrival, so an idle limiter releases no burst.
+is made up. Making up is bounded by the tolerance, `burst` emission intervals (default one) but
+never less than `MIN_TOLERANCE` (10 ms, about how often a busy event loop gets round to a timer):
+the next slot is never earlier than `last grant + T - tolerance`. Without that floor a budget of
+thousands a second would grant two calls per wake-up of the loop, whatever the rate; at the rates
+Cognito allows (T of 10 ms or more) the floor changes nothing. Idle time is not owed: a request
+that finds nobody waiting is scheduled no earlier than its arrival, so an idle limiter releases no
+burst.
 
 **Never over the budget in any window.** On top of the schedule, no `window` seconds (default one,
 Cognito's quota period) hold more than ⌈rate⌉ grants, the rate being the one in force at each grant.
@@ -64,6 +68,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 MIN_RATE = 0.1
+MIN_TOLERANCE = 0.01  # seconds of lateness made up at once, whatever the rate
 CAUTIOUS_SLOWDOWN = 8.0
 CAUTIOUS_BAND = 0.1  # within 10% of the rate last throttled at
 CONFIRMING_THROTTLES = 3  # after a light step: another app, not a stray early call
@@ -300,11 +305,8 @@ class RateLimiter:
     def _scheduled(self) -> float:
         """The next slot at the current rate."""
         interval = 1.0 / self._rate
-        due = max(
-            self._slot + interval,
-            self._last + interval - self._burst * interval,
-            self._not_before,
-        )
+        tolerance = max(self._burst * interval, MIN_TOLERANCE)
+        due = max(self._slot + interval, self._last + interval - tolerance, self._not_before)
         if not self._warm and self._warm_by is not None:
             return max(due, self._warm_by)
         return due

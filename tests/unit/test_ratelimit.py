@@ -200,6 +200,31 @@ async def test_lateness_beyond_one_interval_is_made_up_by_one_interval_only() ->
     assert [t - START for t in load.times()] == pytest.approx([0.0, 0.17, 0.17, 0.22, 0.27])
 
 
+async def test_at_thousands_a_second_a_late_wake_up_is_made_up_at_once() -> None:
+    """One interval of tolerance is far less than a busy loop's wake-up: the floor lets the
+    schedule catch up, so the rate is not capped at two grants per wake-up."""
+    lateness = iter([0.008] + [0.0] * 100)
+    limiter, timer = _limiter(1_000.0, timer=FakeTimer(lambda: next(lateness)))
+    load = Load(limiter, timer)
+    for i in range(20):  # twenty callers waiting at once
+        load.start(f"t{i}")
+    await timer.run_for(1.0)
+    times = [round(t - START, 6) for t in load.times()]
+    # The second slot (1 ms) fires at 9 ms: the slots up to 9 ms go then, the rest keep theirs.
+    assert times == pytest.approx([0.0] + [0.009] * 9 + [0.001 * n for n in range(10, 20)])
+
+
+async def test_the_tolerance_floor_releases_no_burst_from_idle() -> None:
+    limiter, timer = _limiter(1_000.0)
+    load = Load(limiter, timer)
+    load.start("a", 3)
+    await timer.run_for(10.0)
+    start = timer.now
+    load.start("b", 5)
+    await timer.run_for(10.0)
+    assert [t - start for t in load.times()[3:]] == pytest.approx([0.0, 0.001, 0.002, 0.003, 0.004])
+
+
 async def test_long_run_rate_equals_the_budget_with_late_wake_ups() -> None:
     rate = 50.0
     rng = random.Random(7)
