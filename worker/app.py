@@ -49,6 +49,9 @@ BUFFER_MAX_BYTES = 8 * 1024 * 1024
 # Records waiting for a busy budget, read past so that another budget's records behind them are
 # reached (a Region's backlog does not hold back another's): a few megabytes, bounded.
 PARKING = Parking(records=4096, bytes=8 * 1024 * 1024)
+# A record waiting for its budget keeps its slot this long: shorter waits are a budget's spacing
+# at a rate above what the window can use, not a budget holding records back.
+PARK_GRACE_SECONDS = 0.01
 # Parked tasks per budget beyond which its further records wait as records, not tasks (a task costs
 # a few kilobytes, a record its size): 256 keep any budget's limiter fed.
 DEFER_AFTER = 256
@@ -202,6 +205,7 @@ class Worker:
             parking=PARKING,
             budget_of=budget_of,
             defer_after=DEFER_AFTER,
+            park_grace=PARK_GRACE_SECONDS,
             on_size=self.metrics.inflight.set,
             on_done=finished,
         )

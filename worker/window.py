@@ -15,7 +15,9 @@ size is read past, so a record of another budget behind it is reached; beyond it
 count against the buffer (the consume loop adds them up) and reading stops. A parked record has
 made no call, so a revoked partition's parked records, and all of them on close, are cancelled at
 once (redelivered to the next owner) rather than waited for. Urgent records are started before bulk
-ones and bulk records never hold the last `urgent_reserve` slots.
+ones and bulk records never hold the last `urgent_reserve` slots. A record keeps its slot for
+the first `park_grace` seconds of its wait: a budget far above what the window can use spaces its
+calls by less than that, and giving the slot away then would only start more records to wait.
 
 A parked record is a task, and a task costs a few kilobytes. So once `defer_after` tasks wait for
 one budget, further bulk records of that budget are not started at all: they are *deferred*, kept
@@ -82,6 +84,7 @@ class Window:
         parking: Parking = Parking(),
         budget_of: BudgetOf = lambda record: None,
         defer_after: int = 0,
+        park_grace: float = 0.0,
         on_size: Callable[[int], None] = lambda size: None,
         on_done: Callable[[TopicPartition], None] = lambda partition: None,
     ) -> None:
@@ -100,6 +103,7 @@ class Window:
         self._parked_bytes = 0
         self._budget_of = budget_of
         self._defer_after = defer_after  # 0: never defer
+        self._park_grace = park_grace
         self._parked_for: Counter[Hashable] = Counter()  # parked tasks per budget
         self._park_keys: dict[Task, Hashable] = {}
         self._deferred: dict[Hashable, deque[Record]] = {}
@@ -198,7 +202,7 @@ class Window:
             self._park_keys[task] = budget
             self._parked_for[budget] += 1
         self._active[entry.lane] -= 1
-        self._fill_soon()  # only if the wait is real: a budget granted at once keeps the slot
+        self._fill_soon()  # only if the wait is real: a record granted meanwhile keeps its slot
         try:
             yield
         finally:
@@ -208,9 +212,14 @@ class Window:
                 self._fill()  # a deferred record of this budget may start now
 
     def _fill_soon(self) -> None:
-        if not self._fill_pending:
-            self._fill_pending = True
-            asyncio.get_running_loop().call_soon(self._scheduled_fill)
+        if self._fill_pending:
+            return
+        self._fill_pending = True
+        loop = asyncio.get_running_loop()
+        if self._park_grace > 0:
+            loop.call_later(self._park_grace, self._scheduled_fill)
+        else:
+            loop.call_soon(self._scheduled_fill)
 
     def _scheduled_fill(self) -> None:
         self._fill_pending = False

@@ -360,3 +360,33 @@ async def test_a_budget_granted_at_once_does_not_give_the_slot_away() -> None:
     release.set()
     await settle_loop()
     await settle(window.close(), 0, 1)
+
+
+async def test_a_wait_within_the_park_grace_keeps_the_slot_and_a_longer_one_gives_it() -> None:
+    """A budget spacing its calls by less than the grace is not holding records back: giving the
+    slot away then would only start more records to wait behind it."""
+    started: list[int] = []
+    waits = {0: 0.005, 1: 0.2}  # seconds each record waits for its budget
+
+    async def run(rec: Record) -> object:
+        started.append(rec.offset)
+        with window.parked():
+            await asyncio.sleep(waits.get(rec.offset, 0.0))
+        await asyncio.Event().wait()  # its call: never ends here
+        return rec.offset
+
+    tracker: OffsetTracker[TopicPartition] = OffsetTracker()
+    window = Window(1, run, tracker, RecordBuffer(100, 1 << 20), park_grace=0.05)
+    window.offer([record(0, o) for o in range(4)])
+    await asyncio.sleep(0.1)
+    assert started == [0]  # granted within the grace: the only slot stayed with it
+    await settle(window.close(), 0, 1)
+
+    started.clear()
+    window = Window(1, run, tracker, RecordBuffer(100, 1 << 20), park_grace=0.05)
+    window.offer([record(0, o) for o in range(1, 3)])
+    await asyncio.sleep(0.02)
+    assert started == [1]  # still within the grace
+    await asyncio.sleep(0.08)
+    assert started == [1, 2]  # past it: the slot went to the next record
+    await settle(window.close(), 0, 1)
