@@ -155,7 +155,8 @@ class Handler:
             result = await self._decide(record, lane)
         except Exception as exc:  # the worker's own failure: the record still ends, replayable
             result = _internal_error(record, exc)
-        result = replace(result, lane=lane)
+        if result.lane is not lane:
+            result = replace(result, lane=lane)
         if result.outcome is Outcome.DEAD_LETTERED:
             await self._dead_letter_until_acked(record, result)
         await self._report(record, result)

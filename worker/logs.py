@@ -40,8 +40,11 @@ _ENCODE = json.JSONEncoder(ensure_ascii=False).encode
 
 
 def _safe(value: Any) -> Any:
-    if type(value) in _PLAIN:
+    kind = type(value)
+    if kind in _PLAIN:
         return value
+    if kind is str:
+        return scrub(value)
     if isinstance(value, StrEnum | Fingerprint):  # bounded vocabulary, or a sha256 prefix
         return str.__str__(value)
     if isinstance(value, str):

@@ -19,6 +19,7 @@ _JWT_SHAPE = re.compile(r"[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]
 # A maximal run of characters a token (or its base64 form) is made of: one character class, so
 # the search never backtracks and each run is found once.
 _RUN = re.compile(r"[A-Za-z0-9_\-+/=.]+")
+_JWT_DOTS = 2
 # Runs at least this long are opaque (emulators echo even garbage tokens in their messages).
 OPAQUE_RUN = 40
 
@@ -41,6 +42,8 @@ def scrub(message: str, secrets: tuple[str, ...] = ()) -> str:
     for secret in secrets:
         if secret:
             message = message.replace(secret, REDACTED)
+    if len(message) < OPAQUE_RUN and message.count(".") < _JWT_DOTS:
+        return message  # no run long enough to be opaque, too few dots for a JWT: most log text
     return _RUN.sub(_scrub_run, message)
 
 

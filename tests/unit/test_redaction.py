@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.unit.fakes import make_jwt
+from worker import redaction
 from worker.redaction import (
     OPAQUE_RUN,
     RedactionFailed,
@@ -187,6 +188,14 @@ def test_scrub_is_total_and_leaves_nothing_token_like(text: str, secrets: list[s
     assert _JWT_SHAPE.search(out) is None
     for secret in secrets:
         assert secret not in out
+
+
+@settings(max_examples=500, deadline=None)
+@given(_TOKENISH | st.text(alphabet="ab.-_", max_size=60))
+def test_the_short_text_shortcut_changes_nothing_the_full_scrub_would(text: str) -> None:
+    """Text under OPAQUE_RUN characters with fewer than two dots skips the regexes: it can hold
+    neither an opaque run nor a JWT shape, so the full scrub would return it unchanged."""
+    assert scrub(text) == redaction._RUN.sub(redaction._scrub_run, text)
 
 
 @settings(max_examples=200, deadline=None)
