@@ -57,11 +57,15 @@ async def other_app(endpoint: str, per_second: float, stop: asyncio.Event) -> No
         await asyncio.gather(*pending)
 
 
-async def bare_loop(endpoint: str, requests: int, concurrency: int) -> None:
-    """`requests` GlobalSignOut calls from `concurrency` tasks; tokens made before the first."""
+async def bare_loop(endpoint: str, requests: int, concurrency: int, wait: bool = False) -> None:
+    """`requests` GlobalSignOut calls from `concurrency` tasks; tokens made before the first.
+
+    With `wait`, the first call waits for a line on stdin after "ready" (a start signal)."""
     tokens = [make_token() for _ in range(requests)]
     async with cognito(endpoint, concurrency) as client:
         print("ready", flush=True)
+        if wait:
+            await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
 
         async def one_task() -> None:
             while tokens:
@@ -76,8 +80,9 @@ def main() -> None:
     parser.add_argument("endpoint")
     parser.add_argument("--requests", type=int, default=10_000)
     parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--wait", action="store_true", help="start calling on a line on stdin")
     args = parser.parse_args()
-    asyncio.run(bare_loop(args.endpoint, args.requests, args.concurrency))
+    asyncio.run(bare_loop(args.endpoint, args.requests, args.concurrency, args.wait))
 
 
 if __name__ == "__main__":
