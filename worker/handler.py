@@ -67,6 +67,9 @@ class DeadLetterSink(Protocol):
 
 
 class Limiter(Protocol):
+    def try_acquire(self, urgent: bool = False) -> bool:
+        """Take a slot that has come, without waiting; False when the request must wait."""
+
     async def acquire(self, urgent: bool = False) -> float: ...
     def on_throttled(self) -> None: ...
     def on_success(self) -> None: ...
@@ -265,8 +268,11 @@ class Handler:
         last: SignOutError | None = None
         attempts.mark = self.outage.mark()
         while attempts.counted < self._retry.max_attempts:
-            with self._parking.parked(route.budget):
-                waited = await limiter.acquire(attempts.urgent)
+            if limiter.try_acquire(attempts.urgent):
+                waited = 0.0  # no wait: the record keeps its slot, nothing to park
+            else:
+                with self._parking.parked(route.budget):
+                    waited = await limiter.acquire(attempts.urgent)
             self._metrics.limiter_wait_of(route.region).observe(waited)
             attempts.made += 1
             try:

@@ -114,6 +114,7 @@ class RateLimiter:
         on_change: Callable[[float], None] = lambda rate: None,
     ) -> None:
         self._timer = timer
+        self._time: Callable[[], float] | None = timer.time if timer is not None else None
         self._burst = burst
         self._decrease = decrease_factor
         self._decrease_interval = decrease_interval
@@ -164,12 +165,23 @@ class RateLimiter:
         due = self._due() if ahead else max(self._due(), now)
         return max(0.0, due - now) + ahead / self._rate
 
+    def try_acquire(self, urgent: bool = False) -> bool:
+        """Take this request's slot if it has come and nobody waits for one; else False (then
+        `acquire`). Lets a caller skip what it does around a real wait."""
+        if any(self._waiting):
+            return False
+        now = self._now()
+        self._not_before = max(self._not_before, now)  # idle time is not owed
+        return self._take_slot(URGENT if urgent else BULK, now) is None
+
     async def acquire(self, urgent: bool = False) -> float:
         """Wait for this request's slot; returns the seconds waited."""
         started = self._now()
         lane = URGENT if urgent else BULK
         if not any(self._waiting):
             self._not_before = max(self._not_before, started)  # idle time is not owed
+            if self._take_slot(lane, started) is None:
+                return 0.0  # its slot has come: no future, no turn of the loop
         granted = asyncio.get_running_loop().create_future()
         self._lanes[lane].append(granted)
         self._waiting[lane] += 1
@@ -325,18 +337,27 @@ class RateLimiter:
             return
         now = self._now()
         while (lane := self._head()) is not None:
-            spare = lane == URGENT and self._spare > 0 and now < self._held_until
-            slot = self._scheduled() if spare else max(self._scheduled(), self._held_until)
-            due = max(slot, self._window_frees())
-            if due > now:
+            due = self._take_slot(lane, now)
+            if due is not None:
                 self._arm(due)
                 return
-            self._slot = slot  # a wait for the window does not move the schedule
-            if self._warm_by is None and not self._warm:
-                self._warm_by = now + self._warmup_timeout
-            self._spare -= spare
-            self._grant(lane, now)
+            self._waiting[lane] -= 1
+            self._lanes[lane].popleft().set_result(now)
         self._disarm()
+
+    def _take_slot(self, lane: int, now: float) -> float | None:
+        """Take the next slot for a request of `lane` if it has come (None), else when it does."""
+        spare = lane == URGENT and self._spare > 0 and now < self._held_until
+        slot = self._scheduled() if spare else max(self._scheduled(), self._held_until)
+        due = max(slot, self._window_frees())
+        if due > now:
+            return due
+        self._slot = slot  # a wait for the window does not move the schedule
+        if self._warm_by is None and not self._warm:
+            self._warm_by = now + self._warmup_timeout
+        self._spare -= spare
+        self._count_grant(now)
+        return None
 
     def _head(self) -> int | None:
         """The lane whose first waiter is next, dropping waiters cancelled meanwhile."""
@@ -347,11 +368,14 @@ class RateLimiter:
                 return lane
         return None
 
-    def _grant(self, lane: int, now: float) -> None:
+    def _count_grant(self, now: float) -> None:
         self._last = max(self._last, now)
         self._recent.append(now)
         while self._recent[0] <= now - self._window:
             self._recent.popleft()
+
+    def _grant(self, lane: int, now: float) -> None:
+        self._count_grant(now)
         self._waiting[lane] -= 1
         self._lanes[lane].popleft().set_result(now)
 
@@ -386,7 +410,9 @@ class RateLimiter:
         self._pump()
 
     def _now(self) -> float:
-        return self._clock().time()
+        if self._time is None:
+            self._time = self._clock().time
+        return self._time()
 
     def _clock(self) -> Timer:
         if self._timer is None:

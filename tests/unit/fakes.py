@@ -133,6 +133,10 @@ class FakeLimiter:
         self.keys.append(key)
         return self
 
+    def try_acquire(self, urgent: bool = False) -> bool:
+        """Always the waiting path (`acquire`), which returns at once: parking is exercised."""
+        return False
+
     async def acquire(self, urgent: bool = False) -> float:
         self.acquired += 1
         self.urgent += urgent

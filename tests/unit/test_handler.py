@@ -712,6 +712,45 @@ async def test_a_wait_for_the_budget_is_parked_even_when_the_window_is_empty() -
     assert parking.entered == 1
 
 
+class ReadyLimiter(FakeLimiter):
+    """A limiter whose slot has always come: `try_acquire` grants, `acquire` is never needed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.taken = 0
+
+    def try_acquire(self, urgent: bool = False) -> bool:
+        self.taken += 1
+        return True
+
+
+@pytest.mark.parametrize(("limiter", "parked"), [(ReadyLimiter(), 0), (FakeLimiter(), 1)])
+async def test_a_record_is_parked_only_when_it_must_wait_for_its_budget(
+    limiter: FakeLimiter, parked: int
+) -> None:
+    settings = _settings()
+    parking = EmptyParking()
+    signer = ScriptedSigner()
+    handler = Handler(
+        signer,
+        FakeSink(),
+        limiter,
+        Metrics(),
+        parking=parking,
+        retry=settings.retry,
+        dedup=settings.dedup,
+        admin_enabled=settings.cognito.admin_enabled,
+        progress=FakeProgress(),
+        wall_clock=FakeClock(NOW),
+        sleep=FakeSleep(),
+    )
+    result = await handler.handle(record(token_request()))
+    assert result.outcome is Outcome.SIGNED_OUT
+    assert len(signer.calls) == 1
+    assert parking.entered == parked
+    assert limiter.acquired == parked  # the waiting path only when the slot had not come
+
+
 def test_budget_of_tells_a_records_budget_without_a_call_or_none() -> None:
     h = harness()
     key = h.handler.budget_of(record(admin_request()))

@@ -109,9 +109,10 @@ def _limiter(
 class Load:
     """Tasks taking grants in a row, each grant recorded as (label, virtual time)."""
 
-    def __init__(self, limiter: RateLimiter, timer: FakeTimer) -> None:
+    def __init__(self, limiter: RateLimiter, timer: FakeTimer, *, try_first: bool = False) -> None:
         self._limiter = limiter
         self._timer = timer
+        self._try_first = try_first  # as the handler does: `try_acquire`, then `acquire`
         self.grants: list[tuple[str, float]] = []
         self.waited: list[float] = []
         self.tasks: list[asyncio.Task[None]] = []
@@ -123,7 +124,10 @@ class Load:
 
     async def _run(self, label: str, times: int, urgent: bool) -> None:
         for _ in range(times):
-            self.waited.append(await self._limiter.acquire(urgent))
+            if self._try_first and self._limiter.try_acquire(urgent):
+                self.waited.append(0.0)
+            else:
+                self.waited.append(await self._limiter.acquire(urgent))
             self.grants.append((label, self._timer.now))
 
     def times(self) -> list[float]:
@@ -332,6 +336,82 @@ async def test_no_one_second_window_holds_more_grants_than_the_rate(
         highest = log.highest(start, inside[-1])
         assert len(inside) <= math.ceil(highest - 1e-9), (start, highest, inside)
     await load.stop()
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    rate=st.floats(0.5, 60.0),
+    events=_EVENTS,
+    lateness=st.lists(st.floats(0.0, 0.3), min_size=1, max_size=20),
+)
+async def test_grants_taken_without_waiting_count_toward_the_same_bound(
+    rate: float, events: list[tuple], lateness: list[float]
+) -> None:
+    late = itertools.cycle(lateness)
+    timer = FakeTimer(lambda: next(late))
+    log = RateLog(timer)
+    limiter = RateLimiter(rate, warmup_timeout=0.0, timer=timer, on_change=log)
+    load = Load(limiter, timer, try_first=True)
+    _schedule(limiter, timer, load, events)
+    await timer.run_for(30.0)
+    times = sorted(load.times())
+    for i, start in enumerate(times):
+        inside = [t for t in times[i:] if t < start + 1.0 - EPSILON]
+        highest = log.highest(start, inside[-1])
+        assert len(inside) <= math.ceil(highest - 1e-9), (start, highest, inside)
+    await load.stop()
+
+
+# -- taking a slot without waiting ---------------------------------------------------------------
+
+
+async def test_try_acquire_takes_a_slot_that_has_come_and_the_next_one_is_an_interval_away() -> (
+    None
+):
+    limiter, timer = _limiter(4.0)
+    assert limiter.try_acquire()
+    assert not limiter.try_acquire()  # the next slot is 0.25 s away
+    timer.now += 0.2
+    assert not limiter.try_acquire()
+    timer.now += 0.05
+    assert limiter.try_acquire()
+    assert timer.pending() == []  # nothing waits: no alarm armed
+
+
+async def test_try_acquire_never_takes_the_slot_of_a_waiter() -> None:
+    limiter, timer = _limiter(4.0)
+    assert limiter.try_acquire()
+    load = Load(limiter, timer)
+    load.start("waiter")
+    await settle()
+    assert load.grants == []
+    timer.now += 1.0  # the waiter's slot has come, its alarm not yet fired
+    assert not limiter.try_acquire()
+    assert not limiter.try_acquire(urgent=True)
+    await timer.run_for(0.0)
+    assert load.order() == ["waiter"]
+
+
+async def test_try_acquire_keeps_the_start_up_gate() -> None:
+    limiter, timer = _limiter(20.0, warmup_timeout=5.0)
+    assert limiter.try_acquire()
+    timer.now += 1.0
+    assert not limiter.try_acquire()  # the first call has not completed
+    limiter.on_success()
+    assert limiter.try_acquire()  # the schedule restarts from the completion
+    assert not limiter.try_acquire()
+    timer.now += 1 / 20.0
+    assert limiter.try_acquire()
+
+
+async def test_try_acquire_after_idle_releases_no_burst() -> None:
+    limiter, timer = _limiter(10.0, burst=3.0)
+    assert limiter.try_acquire()
+    timer.now += 60.0  # idle: not owed
+    granted = 0
+    while limiter.try_acquire():
+        granted += 1
+    assert granted == 1
 
 
 # -- rate changes reach current waiters -----------------------------------------------------------
