@@ -9,7 +9,8 @@ the next slot is never earlier than `last grant + T - tolerance`. Without that f
 thousands a second would grant two calls per wake-up of the loop, whatever the rate; at the rates
 Cognito allows (T of 10 ms or more) the floor changes nothing. Idle time is not owed: a request
 that finds nobody waiting is scheduled no earlier than its arrival, so an idle limiter releases no
-burst.
+burst. A request whose slot has come while nobody waits takes it at once (`try_acquire`, and the
+first step of `acquire`): no future, no turn of the event loop, the same accounting.
 
 **Never over the budget in any window.** On top of the schedule, no `window` seconds (default one,
 Cognito's quota period) hold more than ⌈rate⌉ grants, the rate being the one in force at each grant.
