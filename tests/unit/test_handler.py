@@ -691,36 +691,10 @@ class EmptyParking:
         yield
 
 
-async def test_a_wait_for_the_budget_is_parked_even_when_the_window_is_empty() -> None:
-    settings = _settings()
-    parking = EmptyParking()
-    handler = Handler(
-        ScriptedSigner(),
-        FakeSink(),
-        FakeLimiter(),
-        Metrics(),
-        parking=parking,
-        retry=settings.retry,
-        dedup=settings.dedup,
-        admin_enabled=settings.cognito.admin_enabled,
-        progress=FakeProgress(),
-        wall_clock=FakeClock(NOW),
-        sleep=FakeSleep(),
-    )
-    result = await handler.handle(record(token_request()))
-    assert result.outcome is Outcome.SIGNED_OUT
-    assert parking.entered == 1
-
-
 class ReadyLimiter(FakeLimiter):
     """A limiter whose slot has always come: `try_acquire` grants, `acquire` is never needed."""
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.taken = 0
-
     def try_acquire(self, urgent: bool = False) -> bool:
-        self.taken += 1
         return True
 
 
@@ -728,6 +702,7 @@ class ReadyLimiter(FakeLimiter):
 async def test_a_record_is_parked_only_when_it_must_wait_for_its_budget(
     limiter: FakeLimiter, parked: int
 ) -> None:
+    """A wait is parked even when the window is empty (a sized collection, falsy then)."""
     settings = _settings()
     parking = EmptyParking()
     signer = ScriptedSigner()

@@ -319,39 +319,17 @@ def _schedule(limiter: RateLimiter, timer: FakeTimer, load: Load, events: list[t
     rate=st.floats(0.5, 60.0),
     events=_EVENTS,
     lateness=st.lists(st.floats(0.0, 0.3), min_size=1, max_size=20),
+    try_first=st.booleans(),
 )
 async def test_no_one_second_window_holds_more_grants_than_the_rate(
-    rate: float, events: list[tuple], lateness: list[float]
+    rate: float, events: list[tuple], lateness: list[float], try_first: bool
 ) -> None:
+    """Whether grants are waited for (`acquire`) or taken as their slot comes (`try_acquire`)."""
     late = itertools.cycle(lateness)
     timer = FakeTimer(lambda: next(late))
     log = RateLog(timer)
     limiter = RateLimiter(rate, warmup_timeout=0.0, timer=timer, on_change=log)
-    load = Load(limiter, timer)
-    _schedule(limiter, timer, load, events)
-    await timer.run_for(30.0)
-    times = sorted(load.times())
-    for i, start in enumerate(times):
-        inside = [t for t in times[i:] if t < start + 1.0 - EPSILON]
-        highest = log.highest(start, inside[-1])
-        assert len(inside) <= math.ceil(highest - 1e-9), (start, highest, inside)
-    await load.stop()
-
-
-@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(
-    rate=st.floats(0.5, 60.0),
-    events=_EVENTS,
-    lateness=st.lists(st.floats(0.0, 0.3), min_size=1, max_size=20),
-)
-async def test_grants_taken_without_waiting_count_toward_the_same_bound(
-    rate: float, events: list[tuple], lateness: list[float]
-) -> None:
-    late = itertools.cycle(lateness)
-    timer = FakeTimer(lambda: next(late))
-    log = RateLog(timer)
-    limiter = RateLimiter(rate, warmup_timeout=0.0, timer=timer, on_change=log)
-    load = Load(limiter, timer, try_first=True)
+    load = Load(limiter, timer, try_first=try_first)
     _schedule(limiter, timer, load, events)
     await timer.run_for(30.0)
     times = sorted(load.times())
