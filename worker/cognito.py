@@ -9,6 +9,10 @@ SDK retries are off (one attempt per call) so that every attempt passes the work
 limiter. GlobalSignOut is authorised by the token itself (botocore sends it unsigned); only
 AdminUserGlobalSignOut needs AWS credentials: the worker's own, or those of the role that
 SIGNOUT_COGNITO__ADMIN_ROLES names for the pool. Error messages are scrubbed before use.
+
+The clients' HTTP session (`_WireSession`) tells the rate limiter when a request's bytes are written
+(`ratelimit.request_written`): aiohttp writes a body in a task of its own, which on Python 3.11 runs
+only after whatever the event loop has queued before it, so a call can leave well after its grant.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import aiobotocore
 import aiohttp
 from aiobotocore.config import AioConfig
+from aiobotocore.httpsession import AIOHTTPSession
 from aiobotocore.session import AioSession, get_session
 from botocore.exceptions import (
     BotoCoreError,
@@ -35,12 +40,14 @@ from worker import __version__
 from worker.errors import RetryableError, SignOutError, UnreachableError, classify
 from worker.events import AdminTarget, Target, TokenTarget
 from worker.metrics import OPERATIONS, Metrics
+from worker.ratelimit import request_written
 from worker.redaction import scrub
 from worker.roles import RolePolicy, assume_role_refresher, role_credentials, session_with
 from worker.routing import Route, Router
 from worker.settings import CognitoSettings
 
 if TYPE_CHECKING:
+    from aiohttp.abc import AbstractStreamWriter
     from types_aiobotocore_cognito_idp import CognitoIdentityProviderClient
 
 GLOBAL, ADMIN = OPERATIONS
@@ -60,6 +67,29 @@ _UNREACHABLE = (
     aiohttp.ClientConnectorError,
     ConnectionRefusedError,
 )
+
+
+class _WrittenBody(aiohttp.BytesPayload):
+    """A request body that reports the moment aiohttp writes it: the call leaves then."""
+
+    async def write(self, writer: AbstractStreamWriter) -> None:
+        request_written()
+        await super().write(writer)
+
+    async def write_with_length(
+        self, writer: AbstractStreamWriter, content_length: int | None
+    ) -> None:
+        request_written()
+        await super().write_with_length(writer, content_length)
+
+
+class _WireSession(AIOHTTPSession):
+    """aiobotocore's HTTP session, with bodies that report when they are written."""
+
+    async def send(self, request: Any) -> Any:  # botocore's AWSPreparedRequest
+        if isinstance(request.body, bytes) and request.body:
+            request.body = _WrittenBody(request.body)
+        return await super().send(request)
 
 
 def operation(target: Target) -> str:
@@ -103,6 +133,7 @@ class CognitoSigner:
             read_timeout=settings.timeout_seconds,
             max_pool_connections=max(max_connections, 10),
             user_agent=USER_AGENT,
+            http_session_cls=_WireSession,
         )
         self._stack = AsyncExitStack()
         self._clients: dict[ClientKey, CognitoIdentityProviderClient] = {}

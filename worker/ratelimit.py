@@ -18,9 +18,13 @@ A grant counts from when its caller actually resumed: on a busy event loop that 
 milliseconds after the grant, and the call goes out then.
 So making up never puts a second over the budget; what a late wake-up costs is at most its own
 lateness once per second (about 0.1% for 1 ms), where a token bucket capped at one token loses it
-on every interval. The window counts grants; a call reaches Cognito a little later and that delay
-varies, so a quota exactly equal to the budget can still see one call more in a second: a `window`
-a little above one second buys margin for that, at the same cost in rate.
+on every interval. Better still, a grant counts from when its request is written to the socket:
+the HTTP layer calls `request_written()` then (see `cognito`). Between a grant and that write the
+event loop may run other work, and on a busy or CPU-throttled process that has taken over 10 ms;
+without this report a request granted at the right moment could leave late enough to put two of
+the budget's calls into one of Cognito's seconds. What remains is the delay from the socket to
+Cognito, which varies too: a `window` a little above one second buys margin for that, at the same
+cost in rate.
 
 **Start-up.** A fresh process's first calls wait on connection set-up and would then reach Cognito
 together. So until the first call has completed, one grant only: the rest wait until the caller
@@ -66,6 +70,7 @@ import asyncio
 import math
 from collections import deque
 from collections.abc import Callable
+from contextvars import ContextVar
 from typing import Protocol
 
 MIN_RATE = 0.1
@@ -75,6 +80,17 @@ CAUTIOUS_BAND = 0.1  # within 10% of the rate last throttled at
 CONFIRMING_THROTTLES = 3  # after a light step: another app, not a stray early call
 QUIET_SECONDS = 10.0  # a throttle after this long without one: a light step (a stray call)
 URGENT, BULK = 0, 1
+
+
+def request_written() -> None:
+    """The request this task was granted a slot for is being written to the socket now: its grant
+    counts in the window from now. Called by the HTTP layer; does nothing without a grant (a
+    request that needs none, or one already reported)."""
+    held = _HELD.get()
+    if held is not None:
+        _HELD.set(None)
+        limiter, counted_at = held
+        limiter._written(counted_at)
 
 
 class Alarm(Protocol):
@@ -173,7 +189,10 @@ class RateLimiter:
             return False
         now = self._now()
         self._not_before = max(self._not_before, now)  # idle time is not owed
-        return self._take_slot(URGENT if urgent else BULK, now) is None
+        if self._take_slot(URGENT if urgent else BULK, now) is not None:
+            return False
+        _HELD.set((self, now))
+        return True
 
     async def acquire(self, urgent: bool = False) -> float:
         """Wait for this request's slot; returns the seconds waited."""
@@ -182,6 +201,7 @@ class RateLimiter:
         if not any(self._waiting):
             self._not_before = max(self._not_before, started)  # idle time is not owed
             if self._take_slot(lane, started) is None:
+                _HELD.set((self, started))
                 return 0.0  # its slot has come: no future, no turn of the loop
         granted = asyncio.get_running_loop().create_future()
         self._lanes[lane].append(granted)
@@ -194,18 +214,26 @@ class RateLimiter:
             raise
         now = self._now()
         if now > granted_at:
-            self._resumed_late(granted_at, now)
+            self._recount(granted_at, now)  # the caller ran only now (a busy loop)
+        _HELD.set((self, max(now, granted_at)))
         return now - started
 
-    def _resumed_late(self, granted_at: float, now: float) -> None:
-        """The caller ran only now (a busy loop): its call goes out now, so the window counts it
-        from now, and the calls after it keep their distance from when it really went."""
+    def _written(self, counted_at: float) -> None:
+        now = self._now()
+        if now > counted_at:
+            self._recount(counted_at, now)
+
+    def _recount(self, counted_at: float, now: float) -> None:
+        """A granted call goes out only now: the window counts it from now, and the calls after it
+        keep their distance from when it really went. One that has already left the window (a
+        write more than a window after its grant) is counted again, from now."""
         recent = self._recent
         for i in range(len(recent) - 1, -1, -1):
-            if recent[i] == granted_at:
+            if recent[i] == counted_at:
                 del recent[i]
-                recent.append(now)  # no grant is later than now: the order holds
-                return
+                break
+        recent.append(now)  # no grant is later than now: the order holds
+        # A waiter's alarm armed for the old window fires, finds its turn moved and re-arms.
 
     def set_ceiling(self, rate: float, raise_after: float = 0.0) -> None:
         """A new share of the budget (after a rebalance); the current rate follows at most.
@@ -426,3 +454,8 @@ def partition_share(budget: float, assigned: int, total: int) -> float:
     if total <= 0:
         return budget
     return budget * min(assigned, total) / total
+
+
+# The grant the current task holds and when it was counted, until its request is written. A task
+# (and the tasks it starts, such as the HTTP client's writer) sees its own grant only.
+_HELD: ContextVar[tuple[RateLimiter, float] | None] = ContextVar("signout_grant", default=None)

@@ -1,8 +1,10 @@
-"""cognito.py against a local endpoint: the fixed User-Agent, and the timeout around each call."""
+"""cognito.py against a local endpoint: the fixed User-Agent, the timeout around each call, and the
+report to the rate limiter of when each request was written."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
@@ -15,6 +17,7 @@ from worker.cognito import USER_AGENT, CognitoSigner
 from worker.errors import RetryableError
 from worker.events import TokenTarget
 from worker.metrics import Metrics
+from worker.ratelimit import RateLimiter
 from worker.settings import CognitoSettings
 
 Answer = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -22,15 +25,18 @@ JSON = "application/x-amz-json-1.1"
 
 
 class Endpoint:
-    """A local Cognito stand-in: every POST goes to `answer`; the User-Agents it saw are kept."""
+    """A local Cognito stand-in: every POST goes to `answer`; the User-Agents it saw are kept, and
+    when (on the event loop's clock) each request had arrived."""
 
     def __init__(self) -> None:
         self.agents: list[str] = []
+        self.arrivals: list[float] = []
         self.answer: Answer = self._success
         self.url = ""
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         self.agents.append(request.headers.get("User-Agent", ""))
+        self.arrivals.append(asyncio.get_running_loop().time())
         return await self.answer(request)
 
     async def _success(self, _request: web.Request) -> web.StreamResponse:
@@ -90,3 +96,23 @@ async def test_an_answer_trickling_past_the_call_timeout_is_a_retryable_timeout(
     assert caught.value.code == "TimeoutError"
     labels = {"operation": "GlobalSignOut", "result": "TimeoutError", "region": "us-east-1"}
     assert metrics.registry.get_sample_value("signout_cognito_requests_total", labels) == 1
+
+
+async def test_a_request_counts_in_the_rate_window_from_when_it_was_written(
+    endpoint: Endpoint,
+) -> None:
+    loop = asyncio.get_running_loop()
+    limiter = RateLimiter(1.0, warmup_timeout=0)  # one a second: the next slot is a second away
+    settings = CognitoSettings(endpoint_url=endpoint.url, timeout_seconds=5)
+    async with CognitoSigner(settings, Metrics(), max_connections=1) as signer:
+        await signer.sign_out(_target())  # connections set up; no grant held: nothing reported
+        assert limiter.try_acquire()
+        granted = loop.time()
+        time.sleep(0.2)  # noqa: ASYNC251 - the event loop is busy between the grant and the call
+        await signer.sign_out(_target())
+        free_at = loop.time() + limiter.next_free_in()
+        # A second after the write: after the busy spell, and before the request had arrived.
+        assert granted + 1.2 <= free_at <= endpoint.arrivals[-1] + 1.0
+        await signer.sign_out(_target())  # the grant was reported once: nothing moves
+        assert loop.time() + limiter.next_free_in() == pytest.approx(free_at)
+    assert len(endpoint.agents) == 3

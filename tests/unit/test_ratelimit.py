@@ -18,7 +18,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from worker.ratelimit import CAUTIOUS_SLOWDOWN, MIN_RATE, RateLimiter, partition_share
+from worker.ratelimit import (
+    CAUTIOUS_SLOWDOWN,
+    MIN_RATE,
+    RateLimiter,
+    partition_share,
+    request_written,
+)
 
 START = 1_000.0
 EPSILON = 1e-9  # float sums of intervals: a window's end is taken this much early
@@ -788,6 +794,69 @@ async def test_a_caller_resuming_late_is_counted_from_when_it_ran() -> None:
     assert not fourth.done()  # its slot was START + 1.5, but START + 0.8 and 1.0 are in the second
     await timer.run_until(START + 1.81)
     assert fourth.done()
+
+
+async def _granted_then_written(
+    limiter: RateLimiter, timer: FakeTimer, at: float | None = None
+) -> None:
+    """A request as the handler and the HTTP layer make it: a grant now; its bytes written at `at`
+    (None: no report, as before the HTTP layer made one)."""
+    assert limiter.try_acquire()
+    if at is not None:
+        timer.now = at
+        request_written()
+
+
+@pytest.mark.parametrize("reported", [True, False])
+async def test_a_request_written_late_is_counted_from_its_write(reported: bool) -> None:
+    limiter, timer = _limiter(2.0)  # two a second: START and START + 0.5
+    first = asyncio.create_task(
+        _granted_then_written(limiter, timer, START + 0.3 if reported else None)
+    )
+    await settle()
+    assert first.done()
+    assert first.exception() is None
+    load = Load(limiter, timer)
+    load.start("b", 2)
+    await timer.run_until(START + 2.0)
+    # The second call at its slot; the third at START + 1.0 only if the first left at START.
+    third = START + 1.3 if reported else START + 1.0
+    assert load.times() == pytest.approx([START + 0.5, third])
+    await load.stop()
+
+
+async def test_a_write_counts_the_writing_tasks_own_grant_and_only_once() -> None:
+    limiter, timer = _limiter(1.0)
+    holder = asyncio.create_task(_granted_then_written(limiter, timer, START + 0.2))
+    await settle()
+    assert holder.done()
+
+    async def unrelated() -> None:  # a task that holds no grant: its write moves nothing
+        request_written()
+        timer.now = START + 0.6
+        request_written()
+
+    await asyncio.create_task(unrelated())
+    load = Load(limiter, timer)
+    load.start("next")
+    await timer.run_until(START + 2.0)
+    assert load.times() == pytest.approx([START + 1.2])  # one second after the one write
+    await load.stop()
+
+
+async def test_a_write_after_its_grant_left_the_window_is_counted_again() -> None:
+    limiter, timer = _limiter(1.0)
+    assert limiter.try_acquire()  # granted at START; its connection takes 1.5 s
+    load = Load(limiter, timer)
+    load.start("b")
+    await timer.run_until(START + 1.0)
+    assert load.times() == [START + 1.0]  # the window no longer holds the grant at START
+    timer.now = START + 1.5
+    request_written()
+    load.start("c")
+    await timer.run_until(START + 3.0)
+    assert load.times()[1] == pytest.approx(START + 2.5)  # not at its slot, START + 2.0
+    await load.stop()
 
 
 async def test_a_second_throttle_confirms_a_light_step_and_a_refused_interval_pauses() -> None:
