@@ -86,11 +86,10 @@ def request_written() -> None:
     """The request this task was granted a slot for is being written to the socket now: its grant
     counts in the window from now. Called by the HTTP layer; does nothing without a grant (a
     request that needs none, or one already reported)."""
-    held = _HELD.get()
-    if held is not None:
-        _HELD.set(None)
-        limiter, counted_at = held
-        limiter._written(counted_at)
+    grant = _HELD.get()
+    if grant is not None and grant.limiter is not None:
+        limiter, grant.limiter = grant.limiter, None  # seen by every copy of the context
+        limiter._written(grant.counted_at)
 
 
 class Alarm(Protocol):
@@ -191,7 +190,7 @@ class RateLimiter:
         self._not_before = max(self._not_before, now)  # idle time is not owed
         if self._take_slot(URGENT if urgent else BULK, now) is not None:
             return False
-        _HELD.set((self, now))
+        _HELD.set(_Grant(self, now))
         return True
 
     async def acquire(self, urgent: bool = False) -> float:
@@ -201,7 +200,7 @@ class RateLimiter:
         if not any(self._waiting):
             self._not_before = max(self._not_before, started)  # idle time is not owed
             if self._take_slot(lane, started) is None:
-                _HELD.set((self, started))
+                _HELD.set(_Grant(self, started))
                 return 0.0  # its slot has come: no future, no turn of the loop
         granted = asyncio.get_running_loop().create_future()
         self._lanes[lane].append(granted)
@@ -215,7 +214,7 @@ class RateLimiter:
         now = self._now()
         if now > granted_at:
             self._recount(granted_at, now)  # the caller ran only now (a busy loop)
-        _HELD.set((self, max(now, granted_at)))
+        _HELD.set(_Grant(self, max(now, granted_at)))
         return now - started
 
     def _written(self, counted_at: float) -> None:
@@ -456,6 +455,17 @@ def partition_share(budget: float, assigned: int, total: int) -> float:
     return budget * min(assigned, total) / total
 
 
-# The grant the current task holds and when it was counted, until its request is written. A task
-# (and the tasks it starts, such as the HTTP client's writer) sees its own grant only.
-_HELD: ContextVar[tuple[RateLimiter, float] | None] = ContextVar("signout_grant", default=None)
+class _Grant:
+    """A grant a task holds until its request is written; the writer runs in a task of its own,
+    with a copy of the context, so the report clears the grant itself, not the variable."""
+
+    __slots__ = ("counted_at", "limiter")
+
+    def __init__(self, limiter: RateLimiter, counted_at: float) -> None:
+        self.limiter: RateLimiter | None = limiter
+        self.counted_at = counted_at
+
+
+# The grant the current task holds. A task (and the tasks it starts, such as the HTTP client's
+# writer) sees its own grant only.
+_HELD: ContextVar[_Grant | None] = ContextVar("signout_grant", default=None)

@@ -113,6 +113,7 @@ async def test_a_request_counts_in_the_rate_window_from_when_it_was_written(
         free_at = loop.time() + limiter.next_free_in()
         # A second after the write: after the busy spell, and before the request had arrived.
         assert granted + 1.2 <= free_at <= endpoint.arrivals[-1] + 1.0
-        await signer.sign_out(_target())  # the grant was reported once: nothing moves
-        assert loop.time() + limiter.next_free_in() == pytest.approx(free_at)
+        time.sleep(0.2)  # noqa: ASYNC251 - a report of the same grant now would move it 0.2 s on
+        await signer.sign_out(_target())  # no new grant: nothing is reported
+        assert loop.time() + limiter.next_free_in() == pytest.approx(free_at, abs=0.1)
     assert len(endpoint.agents) == 3

@@ -827,16 +827,18 @@ async def test_a_request_written_late_is_counted_from_its_write(reported: bool) 
 
 async def test_a_write_counts_the_writing_tasks_own_grant_and_only_once() -> None:
     limiter, timer = _limiter(1.0)
-    holder = asyncio.create_task(_granted_then_written(limiter, timer, START + 0.2))
-    await settle()
-    assert holder.done()
 
-    async def unrelated() -> None:  # a task that holds no grant: its write moves nothing
-        request_written()
-        timer.now = START + 0.6
+    async def write_at(at: float) -> None:  # as aiohttp does: a writer task, a copy of the context
+        timer.now = at
         request_written()
 
-    await asyncio.create_task(unrelated())
+    async def holder() -> None:
+        assert limiter.try_acquire()
+        await asyncio.create_task(write_at(START + 0.2))
+        await asyncio.create_task(write_at(START + 0.4))  # another request on the same grant
+
+    await asyncio.create_task(holder())
+    await asyncio.create_task(write_at(START + 0.6))  # a task that holds no grant: moves nothing
     load = Load(limiter, timer)
     load.start("next")
     await timer.run_until(START + 2.0)
