@@ -87,9 +87,14 @@ class _WireSession(AIOHTTPSession):
     """aiobotocore's HTTP session, with bodies that report when they are written."""
 
     async def send(self, request: Any) -> Any:  # botocore's AWSPreparedRequest
-        if isinstance(request.body, bytes) and request.body:
-            request.body = _WrittenBody(request.body)
-        return await super().send(request)
+        body = request.body
+        if not isinstance(body, bytes) or not body:
+            return await super().send(request)
+        request.body = _WrittenBody(body)
+        try:
+            return await super().send(request)
+        finally:
+            request.body = body  # the request as botocore made it, should it be sent again
 
 
 def operation(target: Target) -> str:

@@ -22,9 +22,11 @@ on every interval. Better still, a grant counts from when its request is written
 the HTTP layer calls `request_written()` then (see `cognito`). Between a grant and that write the
 event loop may run other work, and on a busy or CPU-throttled process that has taken over 10 ms;
 without this report a request granted at the right moment could leave late enough to put two of
-the budget's calls into one of Cognito's seconds. What remains is the delay from the socket to
-Cognito, which varies too: a `window` a little above one second buys margin for that, at the same
-cost in rate.
+the budget's calls into one of Cognito's seconds. (A write more than a window after its grant, a
+connection that took that long, is counted again from the write: by then the window has let others
+go, so that one second can hold a call more; nothing can undo a call already granted.) What
+remains is the delay from the socket to Cognito, which varies too: a `window` a little above one
+second buys margin for that, at the same cost in rate.
 
 **Start-up.** A fresh process's first calls wait on connection set-up and would then reach Cognito
 together. So until the first call has completed, one grant only: the rest wait until the caller

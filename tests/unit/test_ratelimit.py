@@ -846,6 +846,37 @@ async def test_a_write_counts_the_writing_tasks_own_grant_and_only_once() -> Non
     await load.stop()
 
 
+@pytest.mark.parametrize("written", [True, False])
+async def test_a_waiter_resuming_late_and_written_later_is_counted_once_from_its_write(
+    written: bool,
+) -> None:
+    limiter, timer = _limiter(2.0)  # two a second: slots at START, START + 0.5, START + 1.0, ...
+    assert limiter.try_acquire()  # granted at START; its request is never reported
+
+    async def write_at(at: float) -> None:  # as aiohttp does: a writer task, a copy of the context
+        timer.now = at
+        request_written()
+
+    async def waiter() -> None:
+        await limiter.acquire()
+        if written:
+            await asyncio.create_task(write_at(START + 0.9))
+
+    waiting = asyncio.create_task(waiter())
+    await settle()
+    assert timer.fire_next()  # granted at START + 0.5, without letting the task run...
+    timer.now = START + 0.8  # ... the loop was busy: it ran only at START + 0.8
+    await settle()
+    assert waiting.done()
+    load = Load(limiter, timer)
+    load.start("c", 2)
+    await timer.run_until(START + 3.0)
+    # The window holds START and the waiter's call, from its write (0.9) or from when it ran (0.8).
+    last = START + 0.9 if written else START + 0.8
+    assert load.times() == pytest.approx([START + 1.0, last + 1.0])
+    await load.stop()
+
+
 async def test_a_write_after_its_grant_left_the_window_is_counted_again() -> None:
     limiter, timer = _limiter(1.0)
     assert limiter.try_acquire()  # granted at START; its connection takes 1.5 s
